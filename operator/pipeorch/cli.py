@@ -1,0 +1,176 @@
+"""`pipeorch`: run a control-plane replica or a worker, or look at a running cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from pydantic import ValidationError
+
+from pipeorch import __version__, logs
+from pipeorch.errors import ConfigError
+from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} expects NAME=HOST:PORT, got {value!r}")
+        out[key] = rest
+    return out
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    """Only the flags the user gave, so PIPEORCH_* environment variables fill the rest."""
+    return {key: value for key, value in kwargs.items() if value not in (None, [], {})}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeorch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pipeorch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cp = sub.add_parser("controlplane", help="run one control-plane replica")
+    cp.add_argument("--node-id", help="this replica's name, one of the --member names")
+    cp.add_argument(
+        "--member",
+        action="append",
+        metavar="NAME=HOST:PORT",
+        help="a replica's Raft identity address (repeat for every replica, this one included)",
+    )
+    cp.add_argument(
+        "--dial",
+        action="append",
+        metavar="NAME=HOST:PORT",
+        help="dial that peer at this address instead of its identity (a latency gateway)",
+    )
+    cp.add_argument("--region", help="region this replica runs in")
+    cp.add_argument("--grpc", dest="grpc_listen", metavar="HOST:PORT")
+    cp.add_argument("--http", dest="http_listen", metavar="HOST:PORT")
+    cp.add_argument("--data-dir", help="where the Raft journal and dump are kept")
+    cp.add_argument("--raft-password-file", help="file with the shared Raft secret")
+    cp.add_argument("--raft-min-timeout", type=float, help="election timeout floor, seconds")
+    cp.add_argument("--raft-max-timeout", type=float, help="election timeout ceiling, seconds")
+    cp.add_argument("--raft-heartbeat", type=float, help="leader heartbeat period, seconds")
+    cp.add_argument("--log-json", action="store_true", default=None)
+    cp.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    wk = sub.add_parser("worker", help="run a worker agent")
+    wk.add_argument("--worker-id", help="stable id (default: generated once, kept in --state-dir)")
+    wk.add_argument("--region")
+    wk.add_argument(
+        "--control-plane",
+        action="append",
+        metavar="HOST:PORT",
+        help="a replica's gRPC address (repeat; nearest first)",
+    )
+    wk.add_argument("--heartbeat-interval", type=float, metavar="SECONDS")
+    wk.add_argument("--http", dest="http_listen", metavar="HOST:PORT")
+    wk.add_argument("--state-dir")
+    wk.add_argument("--log-json", action="store_true", default=None)
+    wk.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    cl = sub.add_parser("cluster", help="show a replica's view of Raft and the workers")
+    cl.add_argument("--control-plane", default="127.0.0.1:7100", metavar="HOST:PORT")
+    return parser
+
+
+def _controlplane_settings(args: argparse.Namespace) -> ControlPlaneSettings:
+    timing = _given(
+        min_timeout=args.raft_min_timeout,
+        max_timeout=args.raft_max_timeout,
+        append_entries_period=args.raft_heartbeat,
+    )
+    return ControlPlaneSettings(
+        **_given(
+            node_id=args.node_id,
+            members=_pairs(args.member, "--member"),
+            dial=_pairs(args.dial, "--dial"),
+            region=args.region,
+            grpc_listen=args.grpc_listen,
+            http_listen=args.http_listen,
+            data_dir=args.data_dir,
+            raft_password_file=args.raft_password_file,
+            log_json=args.log_json,
+            log_level=args.log_level,
+            raft=RaftTiming(**timing) if timing else None,
+        )
+    )
+
+
+def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    return WorkerSettings(
+        **_given(
+            worker_id=args.worker_id,
+            region=args.region,
+            control_plane=args.control_plane,
+            heartbeat_interval=args.heartbeat_interval,
+            http_listen=args.http_listen,
+            state_dir=args.state_dir,
+            log_json=args.log_json,
+            log_level=args.log_level,
+        )
+    )
+
+
+def _show_cluster(address: str) -> int:
+    from pipeorch.v1 import pipeorch_pb2 as pb
+    from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            state = pb_grpc.ControlServiceStub(channel).ClusterState(
+                pb.ClusterStateRequest(), timeout=5
+            )
+        except grpc.RpcError as e:
+            print(f"error: {address}: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    print(
+        f"replica {state.node_id} ({state.raft_state}), leader {state.leader or '-'}, "
+        f"term {state.term}, commit {state.commit_index}, applied {state.applied_index}"
+    )
+    for peer in state.peers:
+        link = "connected" if peer.connected else "DISCONNECTED"
+        print(f"  peer {peer.node_id:<8} {peer.address:<22} {link:<12} match {peer.match_index}")
+    print(f"{'WORKER':<24} {'REGION':<8} {'STATUS':<8} ADDRESS")
+    for worker in state.workers:
+        status = pb.WorkerStatus.Name(worker.status).removeprefix("WORKER_STATUS_").lower()
+        print(f"{worker.worker_id:<24} {worker.region:<8} {status:<8} {worker.address}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "controlplane":
+            from pipeorch.controlplane.server import serve
+
+            cp_settings = _controlplane_settings(args)
+            logs.configure(cp_settings.node_id, cp_settings.log_level, cp_settings.log_json)
+            asyncio.run(serve(cp_settings))
+        elif args.command == "worker":
+            from pipeorch_worker.main import serve as serve_worker
+
+            wk_settings = _worker_settings(args)
+            logs.configure(
+                f"worker/{wk_settings.region}", wk_settings.log_level, wk_settings.log_json
+            )
+            asyncio.run(serve_worker(wk_settings))
+        elif args.command == "cluster":
+            return _show_cluster(args.control_plane)
+    except (ValidationError, ConfigError) as e:
+        print(f"pipeorch {args.command}: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

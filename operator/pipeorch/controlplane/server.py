@@ -1,0 +1,73 @@
+"""One control-plane replica as a process: Raft node + gRPC + HTTP + leader-only loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+import uvicorn
+
+from pipeorch.controlplane.grpc_api import add_services
+from pipeorch.controlplane.http_api import create_app
+from pipeorch.controlplane.liveness import LivenessMonitor
+from pipeorch.controlplane.metrics import Metrics
+from pipeorch.raft.node import RaftNode
+from pipeorch.settings import ControlPlaneSettings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: ControlPlaneSettings) -> None:
+    """Run until SIGTERM or SIGINT, then stop the servers and the Raft node cleanly."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # uvicorn captures these while it serves and re-raises them when it returns; this
+        # handler then sees them too, so every part shuts down, not only HTTP.
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
+
+    metrics = Metrics()
+    node = RaftNode(settings, observe_commit=metrics.observe_commit)
+    metrics.watch(node)
+
+    grpc_server = grpc.aio.server()
+    add_services(grpc_server, node, metrics, settings.node_id)
+    grpc_server.add_insecure_port(settings.grpc_listen)
+    await grpc_server.start()
+
+    host, port = settings.http_listen.rsplit(":", 1)
+    http = uvicorn.Server(
+        uvicorn.Config(
+            create_app(node, metrics, settings.region),
+            host=host,
+            port=int(port),
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+        )
+    )
+    liveness = asyncio.create_task(
+        LivenessMonitor(node, metrics, settings.liveness_check_period).run()
+    )
+    http_task = asyncio.create_task(http.serve())
+    log.info(
+        "control plane %s up: raft %s, grpc %s, http %s",
+        settings.node_id,
+        settings.raft_address,
+        settings.grpc_listen,
+        settings.http_listen,
+    )
+    stop_wait = asyncio.create_task(stopping.wait())
+    await asyncio.wait({http_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+
+    log.info("control plane %s stopping", settings.node_id)
+    http.should_exit = True
+    liveness.cancel()
+    stop_wait.cancel()
+    await grpc_server.stop(grace=1.0)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(http_task, liveness, return_exceptions=True)
+    node.destroy()

@@ -1,0 +1,1 @@
+"""Running the system as processes on one machine (tests, benchmarks, local mode)."""

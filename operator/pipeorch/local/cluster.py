@@ -1,0 +1,293 @@
+"""Run a control plane and workers as real processes on this machine.
+
+Used by the integration tests, the benchmarks and the local mode. Every replica and worker is a
+separate ``pipeorch`` process listening on loopback ports chosen here; logs go to files in the
+cluster's work directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+#: Raft timing for loopback: elections in well under a second.
+LOOPBACK_TIMING = {"min_timeout": 0.4, "max_timeout": 0.8, "append_entries_period": 0.05}
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now; all sockets are held until every port is chosen (no repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Call ``probe`` until it returns something truthy; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError) as e:
+            last_error = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout:g}s (last error: {last_error})")
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Replica(Proc):
+    node_id: str = ""
+    raft: str = ""
+    grpc: str = ""
+    http: str = ""
+    region: str = "local"
+
+
+@dataclass
+class Worker(Proc):
+    region: str = "local"
+    http: str = ""
+    state_dir: Path = Path()
+
+
+class LocalCluster:
+    """A Raft control plane of ``replicas`` processes plus any number of workers."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        replicas: int = 3,
+        regions: list[str] | None = None,
+        timing: dict[str, float] | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        self.workdir = workdir
+        self.timing = timing or LOOPBACK_TIMING
+        self.log_level = log_level
+        regions = regions or ["local"] * replicas
+        ports = free_ports(3 * replicas)
+        self.replicas: dict[str, Replica] = {}
+        for i in range(replicas):
+            node_id = f"cp-{i}"
+            raft, grpc, http = (f"127.0.0.1:{p}" for p in ports[3 * i : 3 * i + 3])
+            self.replicas[node_id] = Replica(
+                name=node_id,
+                argv=[],
+                log_path=workdir / f"{node_id}.log",
+                node_id=node_id,
+                raft=raft,
+                grpc=grpc,
+                http=http,
+                region=regions[i],
+            )
+        for replica in self.replicas.values():
+            replica.argv = self._replica_argv(replica)
+        self.workers: dict[str, Worker] = {}
+        self._http = httpx.Client(timeout=2.0)
+
+    # ---- processes ------------------------------------------------------------------------
+
+    def _replica_argv(self, replica: Replica) -> list[str]:
+        argv = [sys.executable, "-m", "pipeorch.cli", "controlplane", "--node-id", replica.node_id]
+        for other in self.replicas.values():
+            argv += ["--member", f"{other.node_id}={other.raft}"]
+        argv += [
+            "--region", replica.region,
+            "--grpc", replica.grpc,
+            "--http", replica.http,
+            "--data-dir", str(self.workdir / replica.node_id),
+            "--raft-min-timeout", str(self.timing["min_timeout"]),
+            "--raft-max-timeout", str(self.timing["max_timeout"]),
+            "--raft-heartbeat", str(self.timing["append_entries_period"]),
+            "--log-level", self.log_level,
+        ]  # fmt: skip
+        return argv
+
+    def start(self, wait: bool = True) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for replica in self.replicas.values():
+            replica.start()
+        if wait:
+            self.wait_for_leader()
+
+    def kill_replica(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        self.replicas[node_id].kill(sig)
+
+    def restart_replica(self, node_id: str) -> None:
+        self.replicas[node_id].kill()
+        self.replicas[node_id].start()
+
+    def add_worker(
+        self,
+        region: str = "local",
+        worker_id: str | None = None,
+        heartbeat: float = 0.5,
+        replicas: list[str] | None = None,
+    ) -> Worker:
+        """Start a worker; ``replicas`` orders the control-plane replicas it talks to."""
+        name = worker_id or f"w{len(self.workers)}-{region}"
+        (port,) = free_ports(1)
+        order = replicas or list(self.replicas)
+        worker = Worker(
+            name=name,
+            argv=[],
+            log_path=self.workdir / f"worker-{name}.log",
+            region=region,
+            http=f"127.0.0.1:{port}",
+            state_dir=self.workdir / f"worker-{name}",
+        )
+        worker.argv = [
+            sys.executable, "-m", "pipeorch.cli", "worker",
+            "--region", region,
+            "--heartbeat-interval", str(heartbeat),
+            "--http", worker.http,
+            "--state-dir", str(worker.state_dir),
+            "--log-level", self.log_level,
+        ]  # fmt: skip
+        if worker_id:
+            worker.argv += ["--worker-id", worker_id]
+        for node_id in order:
+            worker.argv += ["--control-plane", self.replicas[node_id].grpc]
+        self.workers[name] = worker
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        for proc in [*self.workers.values(), *self.replicas.values()]:
+            proc.kill(signal.SIGTERM)
+        self._http.close()
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- views ----------------------------------------------------------------------------
+
+    def get(self, node_id: str, path: str) -> Any:
+        response = self._http.get(f"http://{self.replicas[node_id].http}{path}")
+        response.raise_for_status()
+        return response.json()
+
+    def raft(self, node_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.get(node_id, "/raft")
+        return result
+
+    def live(self) -> list[str]:
+        return [node_id for node_id, r in self.replicas.items() if r.running]
+
+    def views(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for node_id in self.live():
+            with contextlib.suppress(httpx.HTTPError):
+                out[node_id] = self.raft(node_id)
+        return out
+
+    def leader(self) -> str | None:
+        """The leader every live replica that answers agrees on, if it says it leads."""
+        views = self.views()
+        leaders = {v["leader"] for v in views.values()}
+        if len(leaders) != 1 or None in leaders:
+            return None
+        (leader,) = leaders
+        if leader not in views or views[leader]["state"] != "leader":
+            return None
+        return str(leader)
+
+    def wait_for_leader(self, timeout: float = 20.0) -> str:
+        return wait_until(self.leader, timeout, what="a leader all live replicas agree on")
+
+    def followers(self) -> list[str]:
+        leader = self.wait_for_leader()
+        return [node_id for node_id in self.live() if node_id != leader]
+
+    def wait_converged(self, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+        """Wait until every live replica applied the same revision; return their views."""
+
+        def converged() -> dict[str, dict[str, Any]] | None:
+            views = self.views()
+            if len(views) != len(self.live()):
+                return None
+            if len({(v["revision"], v["applied_index"]) for v in views.values()}) != 1:
+                return None
+            return views
+
+        return wait_until(converged, timeout, what="replicas converged on one revision")
+
+    @contextlib.contextmanager
+    def logs_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            for proc in [*self.replicas.values(), *self.workers.values()]:
+                sys.stderr.write(f"---- {proc.name} ----\n{proc.log_tail()}\n")
+            raise

@@ -1,0 +1,1 @@
+"""The Raft adapter: pysyncobj behind a small typed facade."""

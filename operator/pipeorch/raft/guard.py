@@ -1,0 +1,128 @@
+"""A pysyncobj SyncObj that never truncates its log without a term conflict.
+
+pysyncobj 0.3.17 handles an AppendEntries whose ``prevLogIdx`` is older than the follower's last
+entry by deleting *every* entry after ``prevLogIdx`` (the ``len(prevEntries) > 1`` branch of
+``SyncObj.__onMessageReceived``), including entries the follower has acknowledged and applied.
+Such a message is routine: a reordered or stale AppendEntries after the leader moved its
+``nextIndex`` back. Raft's rule (Figure 2, receiver step 3) is narrower: delete an existing entry
+only if it *conflicts* with a new one (same index, different term), and everything after it.
+
+``GuardedSyncObj`` rewrites each AppendEntries before the library sees it:
+
+* entries the follower already holds with the same term are dropped from the message, and the
+  message is re-anchored at the last of them, so the library's truncation branch is never taken;
+* if every entry is already held, the message becomes a heartbeat (leader, term, commit index
+  capped at the last entry the message vouches for) and the success reply, naming the index after
+  the message's last entry, is sent here, as Raft prescribes;
+* a genuine conflict is re-anchored just before the first conflicting entry, so the library
+  deletes exactly what Raft deletes. If that would remove an applied entry (impossible in a
+  correct Raft run) it is counted in ``applied_truncations``, which must stay zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pysyncobj import SyncObj
+from pysyncobj.pickle import loads as pickle_loads
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, int, int]  # (command, index, term)
+
+
+class GuardedSyncObj(SyncObj):  # type: ignore[misc]
+    """SyncObj whose follower side deletes log entries only on a term conflict."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Stale AppendEntries that would have truncated the log and were neutralised.
+        self.stale_appends_neutralised = 0
+        #: Truncations of already-applied entries that still happened. Must stay zero.
+        self.applied_truncations = 0
+        super().__init__(*args, **kwargs)
+
+    # The library binds its transport callback to ``self.__onMessageReceived`` (name-mangled to
+    # the attribute below), so overriding the mangled name routes every message through here.
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if message.get("type") == "append_entries" and "prevLogIdx" in message:
+            guarded = self._guard_append_entries(node, message)
+            if guarded is None:
+                return
+            message = guarded
+        super()._SyncObj__onMessageReceived(node, message)
+
+    # ---- helpers over the library's private log -----------------------------------------
+
+    def _last_index(self) -> int:
+        return int(self._SyncObj__getCurrentLogIndex())
+
+    def _entry(self, index: int) -> Entry | None:
+        entries = self._SyncObj__getEntries(index, 1)
+        return entries[0] if entries else None
+
+    def _last_applied(self) -> int:
+        return int(self._SyncObj__raftLastApplied)
+
+    # ---- the guard ------------------------------------------------------------------------
+
+    def _guard_append_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Return the message to hand to the library, or None when it was handled here."""
+        if message["term"] < self._SyncObj__raftCurrentTerm:
+            return message  # the library ignores messages from old terms
+        transmission = message.get("transmission")
+        if transmission in ("start", "process"):
+            return message  # chunks of one large entry; nothing is appended yet
+        if transmission == "finish":
+            message = self._assemble_transmission(message)
+
+        prev_index = message["prevLogIdx"]
+        last = self._last_index()
+        if prev_index >= last:
+            return message  # nothing after prevLogIdx: the library cannot truncate anything
+        prev = self._entry(prev_index)
+        if prev is None or prev[2] != message["prevLogTerm"]:
+            return message  # the library answers "mismatch" without touching the log
+
+        entries: list[Entry] = list(message.get("entries", []))
+        for position, entry in enumerate(entries):
+            index, term = entry[1], entry[2]
+            held = self._entry(index) if index <= last else None
+            if held is not None and held[2] == term:
+                continue
+            if position:
+                self.stale_appends_neutralised += 1
+            if held is not None and index <= self._last_applied():
+                self.applied_truncations += 1
+                log.critical(
+                    "raft log conflict at applied index %d (term %d vs %d)", index, held[2], term
+                )
+            return self._reanchor(message, index - 1, entries[position:])
+
+        # Every entry is already in the log: answer as Raft does, without deleting anything.
+        self.stale_appends_neutralised += 1
+        vouched = entries[-1][1] if entries else prev_index
+        heartbeat = {
+            key: value
+            for key, value in message.items()
+            if key not in ("prevLogIdx", "prevLogTerm", "entries")
+        }
+        heartbeat["commit_index"] = min(message["commit_index"], vouched)
+        super()._SyncObj__onMessageReceived(node, heartbeat)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=vouched + 1, success=True)
+        return None
+
+    def _reanchor(
+        self, message: dict[str, Any], prev_index: int, entries: list[Entry]
+    ) -> dict[str, Any]:
+        prev = self._entry(prev_index)
+        assert prev is not None, "re-anchoring inside the held log prefix"
+        return {**message, "prevLogIdx": prev_index, "prevLogTerm": prev[2], "entries": entries}
+
+    def _assemble_transmission(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Turn the last chunk of a large entry into an ordinary one-entry message."""
+        data = getattr(self, "_SyncObj__recvTransmission") + message["data"]  # noqa: B009
+        self._SyncObj__recvTransmission = ""
+        assembled = {k: v for k, v in message.items() if k not in ("transmission", "data")}
+        assembled["entries"] = [pickle_loads(data)]
+        return assembled

@@ -1,0 +1,355 @@
+"""RaftNode: the replicated state of one control-plane replica, behind a typed facade.
+
+Callers hand in pure commands (``pipeorch.core.state``) and get their results back once the
+command is committed and applied on *this* replica (read-your-writes). Reads see the state as
+applied here. Everything pysyncobj-specific stays in this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any, TypeVar
+
+from pysyncobj import SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.dns_resolver import globalDnsResolver
+from pysyncobj.node import TCPNode
+
+from pipeorch.core import state as core
+from pipeorch.errors import Unavailable
+from pipeorch.raft.commit import GroupCommitter
+from pipeorch.raft.guard import GuardedSyncObj
+from pipeorch.settings import ControlPlaneSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+_FAILURES = {
+    FAIL_REASON.QUEUE_FULL: "the command queue is full",
+    FAIL_REASON.MISSING_LEADER: "no leader is elected",
+    FAIL_REASON.DISCARDED: "a new leader discarded the write",
+    FAIL_REASON.NOT_LEADER: "the leader changed before the write committed",
+    FAIL_REASON.LEADER_CHANGED: "the leader changed before the write committed",
+    FAIL_REASON.REQUEST_DENIED: "the write was refused",
+    FAIL_REASON.UNKNOWN_OUTCOME: "the write's outcome is unknown",
+}
+
+
+class DialNode(TCPNode):  # type: ignore[misc]
+    """A peer whose identity is ``address`` but which is dialled at ``dial`` (a proxy).
+
+    pysyncobj uses the address string both as the node's identity (compared, exchanged in the
+    handshake) and as where to connect; only ``ip`` and ``port`` are used to connect, so those
+    are the only ones redirected.
+    """
+
+    def __init__(self, address: str, dial: str) -> None:
+        super().__init__(address)
+        host, port = dial.rsplit(":", 1)
+        self._dial_host = host
+        self._dial_port = int(port)
+
+    @property
+    def ip(self) -> str:
+        return str(globalDnsResolver().resolve(self._dial_host))
+
+    @property
+    def port(self) -> int:
+        return self._dial_port
+
+
+class _Machine(SyncObjConsumer):  # type: ignore[misc]
+    """The pysyncobj consumer that owns the core state: one replicated method.
+
+    Versioning happens at two levels. Commands carry versioned names (``worker.register/1``)
+    and a changed behaviour is a new name, so an old journal replays exactly. Should the batch
+    method itself ever change, the new body is added as ``@replicated(ver=1)`` beside this one
+    and switched on cluster-wide with ``setCodeVersion(1)`` once every replica runs the new
+    code; pysyncobj enables a method version only from that switch on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.state = core.State()
+
+    @replicated(ver=0)  # type: ignore[untyped-decorator]
+    def apply_batch(self, commands: list[core.Command]) -> list[Any]:
+        with self.lock:
+            return core.apply_batch(self.state, commands)
+
+    # Dumps hold plain data, not pickled classes, so renaming a class never breaks a dump.
+    def _serialize(self) -> dict[str, Any]:
+        with self.lock:
+            return {"state": self.state.to_dict()}
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.state = core.State.from_dict(data["state"])
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    node_id: str
+    address: str
+    connected: bool
+    match_index: int
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    node_id: str
+    address: str
+    state: str
+    leader_id: str | None
+    leader_address: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    leader_commit_index: int
+    has_quorum: bool
+    ready: bool
+    peers: tuple[PeerStatus, ...]
+    revision: int
+    digest: str
+    stale_appends_neutralised: int
+    applied_truncations: int
+
+    @property
+    def is_leader(self) -> bool:
+        return self.state == "leader"
+
+
+class RaftNode:
+    """One replica's Raft node. Thread-safe; async helpers for asyncio callers."""
+
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        *,
+        observe_commit: Callable[[float, int], None] = lambda seconds, size: None,
+        on_state_change: Callable[[str], None] = lambda state: None,
+    ) -> None:
+        self._settings = settings
+        self._timing = settings.raft
+        self._on_state_change = on_state_change
+        self._ids_by_address = {addr: node_id for node_id, addr in settings.members.items()}
+        self.elections = 0
+        self._last_leader: str | None = None
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._machine = _Machine()
+        self._syncobj = GuardedSyncObj(
+            self._self_bind_node(),
+            self._partner_nodes(),
+            self._conf(),
+            consumers=[self._machine],
+        )
+        self._committer = GroupCommitter(
+            self._propose,
+            max_inflight=self._timing.max_inflight_batches,
+            stuck_after=self._timing.write_timeout,
+            describe_failure=self._failure,
+            observe_commit=observe_commit,
+        )
+
+    # ---- construction ---------------------------------------------------------------------
+
+    def _self_bind_node(self) -> str:
+        return self._settings.raft_address
+
+    def _partner_nodes(self) -> list[TCPNode]:
+        nodes = []
+        for node_id, address in sorted(self._settings.members.items()):
+            if node_id == self._settings.node_id:
+                continue
+            dial = self._settings.dial.get(node_id)
+            nodes.append(DialNode(address, dial) if dial else TCPNode(address))
+        return nodes
+
+    def _conf(self) -> SyncObjConf:
+        timing = self._timing
+        data = self._settings.data_dir
+        host = self._settings.raft_address.rsplit(":", 1)[0]
+        conf = SyncObjConf(
+            password=self._settings.password(),
+            # Unbatched: each proposal is sent at once; GroupCommitter does the batching.
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=timing.append_entries_period,
+            raftMinTimeout=timing.min_timeout,
+            raftMaxTimeout=timing.max_timeout,
+            connectionTimeout=timing.connection_timeout,
+            connectionRetryTime=timing.connection_retry,
+            leaderFallbackTimeout=timing.leader_fallback_timeout,
+            dnsCacheTime=timing.dns_cache_seconds,
+            dnsFailCacheTime=min(timing.dns_cache_seconds, 1.0),
+            sendBufferSize=timing.buffer_bytes,
+            recvBufferSize=timing.buffer_bytes,
+            # Both files, always: with a journal alone, compaction keeps the snapshot only in
+            # memory and a restarted replica comes back empty.
+            journalFile=str(data / "raft.journal"),
+            fullDumpFile=str(data / "raft.dump"),
+            # Forking a process that runs gRPC threads is unsafe; the state is small.
+            useFork=False,
+            dynamicMembershipChange=False,
+            onStateChanged=self._state_changed,
+            bindAddress=self._settings.raft_address if _is_ip(host) else None,
+        )
+        conf.validate()
+        return conf
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def submit(self, command: core.Command) -> Future[Any]:
+        """Propose a command; the future resolves once it is applied here."""
+        if not self._quorum_reachable():
+            failed: Future[Any] = Future()
+            failed.set_exception(
+                Unavailable("no quorum: this replica cannot reach a majority", self.last_leader())
+            )
+            return failed
+        return self._committer.submit(command)
+
+    def write(self, command: core.Command, timeout: float | None = None) -> Any:
+        """Propose and wait (blocking). Raises Unavailable if not committed in time."""
+        future = self.submit(command)
+        wait = self._timing.write_timeout if timeout is None else timeout
+        try:
+            return future.result(wait)
+        except FutureTimeout as e:
+            raise Unavailable(f"write not committed within {wait:g}s", self.last_leader()) from e
+
+    async def awrite(self, command: core.Command, timeout: float | None = None) -> Any:
+        """Propose and wait without blocking the event loop."""
+        wait = self._timing.write_timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self.submit(command)), wait)
+        except TimeoutError as e:
+            raise Unavailable(f"write not committed within {wait:g}s", self.last_leader()) from e
+
+    def _propose(self, commands: list[core.Command], callback: Callable[[Any, int], None]) -> None:
+        self._machine.apply_batch(commands, callback=callback)
+
+    def _failure(self, code: int) -> Unavailable:
+        reason = _FAILURES.get(code, f"pysyncobj failure {code}")
+        return Unavailable(f"write not committed: {reason}", self.last_leader())
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def read(self, query: Callable[[core.State], T]) -> T:
+        """Run ``query`` against the state as applied on this replica."""
+        with self._machine.lock:
+            return query(self._machine.state)
+
+    def status(self) -> RaftStatus:
+        raw = self._raw_status()
+        leader = raw.get("leader")
+        leader_address = leader.address if leader is not None else None
+        if leader_address:
+            self._last_leader = leader_address
+        peers = []
+        for node_id, address in sorted(self._settings.members.items()):
+            if node_id == self._settings.node_id:
+                continue
+            peers.append(
+                PeerStatus(
+                    node_id=node_id,
+                    address=address,
+                    connected=raw.get(f"partner_node_status_server_{address}", 0) == 2,
+                    match_index=int(raw.get(f"match_idx_server_{address}", 0)),
+                )
+            )
+        revision, digest = self.read(lambda s: (s.revision, s.digest()))
+        return RaftStatus(
+            node_id=self._settings.node_id,
+            address=self._settings.raft_address,
+            state=_STATE_NAMES.get(raw["state"], str(raw["state"])),
+            leader_id=self._ids_by_address.get(leader_address) if leader_address else None,
+            leader_address=leader_address,
+            term=int(raw["raft_term"]),
+            commit_index=int(raw["commit_idx"]),
+            applied_index=int(raw["last_applied"]),
+            leader_commit_index=int(raw["leader_commit_idx"] or 0),
+            has_quorum=bool(raw["has_quorum"]),
+            ready=bool(self._syncobj.isReady()),
+            peers=tuple(peers),
+            revision=revision,
+            digest=digest,
+            stale_appends_neutralised=self._syncobj.stale_appends_neutralised,
+            applied_truncations=self._syncobj.applied_truncations,
+        )
+
+    def _raw_status(self) -> dict[str, Any]:
+        # getStatus() walks dicts that the tick thread mutates; a concurrent change makes it
+        # raise, and a second look a moment later succeeds.
+        for _ in range(20):
+            try:
+                return dict(self._syncobj.getStatus())
+            except RuntimeError:
+                time.sleep(0.001)
+        return dict(self._syncobj.getStatus())
+
+    def is_leader(self) -> bool:
+        return bool(self._syncobj._isLeader())
+
+    def last_leader(self) -> str | None:
+        leader = self._syncobj._getLeader()
+        if leader is not None:
+            self._last_leader = leader.address
+        if self._last_leader is None:
+            return None
+        return self._ids_by_address.get(self._last_leader, self._last_leader)
+
+    def _quorum_reachable(self) -> bool:
+        try:
+            return bool(self._syncobj.hasQuorum)
+        except RuntimeError:  # the connected-set changed under us: assume yes, the write decides
+            return True
+
+    def is_caught_up(self, max_lag: int = 100) -> bool:
+        """Ready for traffic: initially synced, a leader known, a majority reachable, and the
+        applied index within ``max_lag`` entries of the leader's commit index."""
+        status = self.status()
+        return (
+            status.ready
+            and status.leader_address is not None
+            and status.has_quorum
+            and status.leader_commit_index - status.applied_index <= max_lag
+        )
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _state_changed(self, old: int, new: int) -> None:
+        # Runs on pysyncobj's tick thread: record and hand over, never block.
+        if new == 1:
+            self.elections += 1
+        name = _STATE_NAMES.get(new, str(new))
+        log.info("raft state %s -> %s", _STATE_NAMES.get(old, old), name)
+        self._on_state_change(name)
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_caught_up():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def destroy(self) -> None:
+        self._syncobj.destroy()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for proto/pipeorch/v1/pipeorch.proto (regenerate with `make proto`)."""

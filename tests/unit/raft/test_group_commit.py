@@ -1,0 +1,77 @@
+"""GroupCommitter batching logic, driven by a hand-cranked propose function."""
+
+from __future__ import annotations
+
+import time
+
+from pipeorch.errors import Unavailable
+from pipeorch.raft.commit import GroupCommitter
+
+
+class Crank:
+    def __init__(self) -> None:
+        self.proposals: list[tuple[list, object]] = []
+
+    def __call__(self, commands, callback) -> None:
+        self.proposals.append((commands, callback))
+
+    def commit(self, index: int = 0, error: int = 0) -> None:
+        commands, callback = self.proposals.pop(index)
+        callback([f"done:{c[1][0]}" for c in commands] if error == 0 else None, error)
+
+
+def committer(crank: Crank, max_inflight: int = 1, stuck_after: float = 60.0) -> GroupCommitter:
+    return GroupCommitter(
+        crank,
+        max_inflight=max_inflight,
+        stuck_after=stuck_after,
+        describe_failure=lambda code: Unavailable(f"failed {code}"),
+    )
+
+
+def cmd(n: int):
+    return ("noop/1", (n,))
+
+
+def test_lone_write_is_proposed_at_once_and_later_writes_travel_together():
+    crank = Crank()
+    gc = committer(crank)
+    first = gc.submit(cmd(1))
+    assert [c for c, _ in crank.proposals] == [[cmd(1)]]
+    later = [gc.submit(cmd(n)) for n in (2, 3, 4)]
+    assert len(crank.proposals) == 1  # waiting for room
+    crank.commit()
+    assert first.result(0) == "done:1"
+    assert [c for c, _ in crank.proposals] == [[cmd(2), cmd(3), cmd(4)]]
+    crank.commit()
+    assert [f.result(0) for f in later] == ["done:2", "done:3", "done:4"]
+
+
+def test_failure_fails_every_command_of_the_batch_with_the_reason():
+    crank = Crank()
+    gc = committer(crank)
+    futures = [gc.submit(cmd(1))]
+    futures.append(gc.submit(cmd(2)))
+    crank.commit(error=5)
+    assert isinstance(futures[0].exception(0), Unavailable)
+    crank.commit(error=2)
+    assert "failed 2" in str(futures[1].exception(0))
+
+
+def test_lost_batch_stops_blocking_after_stuck_after():
+    crank = Crank()
+    gc = committer(crank, stuck_after=0.005)
+    gc.submit(cmd(1))  # its callback never comes
+    time.sleep(0.02)
+    gc.submit(cmd(2))
+    assert len(crank.proposals) == 2
+
+
+def test_late_callback_after_settlement_is_ignored():
+    crank = Crank()
+    gc = committer(crank)
+    future = gc.submit(cmd(1))
+    _, callback = crank.proposals[0]
+    callback(["a"], 0)
+    callback(None, 5)  # a duplicate report must not flip the result
+    assert future.result(0) == "a"

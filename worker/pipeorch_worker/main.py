@@ -1,0 +1,73 @@
+"""The worker as a process: the agent loop plus a small HTTP server for /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import asdict
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from pipeorch.settings import WorkerSettings
+from pipeorch_worker.agent import WorkerAgent
+
+log = logging.getLogger(__name__)
+
+
+def create_app(agent: WorkerAgent, heartbeat_interval: float) -> FastAPI:
+    app = FastAPI(title="pipeline-orchestrator worker")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Healthy while the agent runs and its last heartbeat is recent (3 intervals)."""
+        body: dict[str, Any] = asdict(agent.status)
+        last = agent.status.last_heartbeat_ok
+        body["heartbeat_age_seconds"] = None if last is None else round(time.time() - last, 3)
+        fresh = last is not None and time.time() - last < 3 * heartbeat_interval
+        body["status"] = "ok" if fresh else "degraded"
+        # The process itself is alive either way; a degraded agent keeps retrying its replicas.
+        return JSONResponse(body)
+
+    return app
+
+
+async def serve(settings: WorkerSettings) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
+
+    agent = WorkerAgent(settings, address=settings.http_listen)
+    host, port = settings.http_listen.rsplit(":", 1)
+    http = uvicorn.Server(
+        uvicorn.Config(
+            create_app(agent, settings.heartbeat_interval),
+            host=host,
+            port=int(port),
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+        )
+    )
+    tasks = {
+        asyncio.create_task(agent.run()),
+        asyncio.create_task(http.serve()),
+        asyncio.create_task(stopping.wait()),
+    }
+    log.info("worker %s (%s) starting", agent.worker_id, settings.region)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    http.should_exit = True
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await agent.close()
+    for task in done:  # surface a fatal agent error (e.g. a refused registration)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
