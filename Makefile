@@ -45,6 +45,10 @@ fmt: sync ## Format and auto-fix with ruff
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
+.PHONY: demo
+demo: sync ## Run the whole system on this machine: 3 replicas (aws, gcp, azure) + 4 workers
+	$(RUN) pipeorch local up
+
 .PHONY: test
 test: sync ## Run every test tier (unit, integration) with pytest
 	$(RUN) pytest $(PYTEST_ARGS)

@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--log-json", action="store_true", default=None)
     wk.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    local = sub.add_parser("local", help="run the whole system as processes on this machine")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    lup = local_sub.add_parser("up", help="3 replicas (aws, gcp, azure) and 4 workers")
+    lup.add_argument("--workdir", default=".pipeorch/local", help="logs and Raft data")
+    lup.add_argument(
+        "--for", dest="duration", type=float, metavar="SECONDS", help="stop after this long"
+    )
+
     cl = sub.add_parser("cluster", help="show a replica's view of Raft and the workers")
     cl.add_argument("--control-plane", default="127.0.0.1:7100", metavar="HOST:PORT")
     return parser
@@ -162,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"worker/{wk_settings.region}", wk_settings.log_level, wk_settings.log_json
             )
             asyncio.run(serve_worker(wk_settings))
+        elif args.command == "local":
+            from pathlib import Path
+
+            from pipeorch.local.up import up
+
+            return up(Path(args.workdir), sys.stdout, args.duration)
         elif args.command == "cluster":
             return _show_cluster(args.control_plane)
     except (ValidationError, ConfigError) as e:

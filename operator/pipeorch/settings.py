@@ -38,6 +38,13 @@ class RaftTiming(BaseSettings):
         gt=0,
         description="Seconds between leader heartbeats (AppendEntries with no new entries).",
     )
+    tick_period: float = Field(
+        0.01,
+        gt=0,
+        description="Longest sleep of the Raft thread between events. Election deadlines are "
+        "checked once per tick: pysyncobj's 50 ms lets two followers time out in the same tick "
+        "and split the vote about one election in ten, adding a whole election timeout.",
+    )
     min_timeout: float = Field(
         1.0,
         description="Shortest election timeout in seconds: a follower that hears nothing from "
@@ -53,7 +60,7 @@ class RaftTiming(BaseSettings):
         "pysyncobj requires it to be at least max_timeout.",
     )
     connection_retry: float = Field(
-        0.5,
+        0.2,
         gt=0,
         description="Seconds between attempts to redial a lost peer (pysyncobj's default of 5 s "
         "slows a restarted replica's return).",
@@ -80,6 +87,13 @@ class RaftTiming(BaseSettings):
         description="Seconds a write may wait to commit before the caller is told UNAVAILABLE. "
         "The write may still commit later: every command is idempotent.",
     )
+    batching: Literal["group", "pysyncobj"] = Field(
+        "group",
+        description="'group': each batch is sent at once (pysyncobj's unbatched mode) and writes "
+        "that arrive meanwhile share the next batch; a lone write costs one round trip. "
+        "'pysyncobj': the library's own batching, which holds writes until the next heartbeat "
+        "(about append_entries_period per write); kept for comparison in the benchmarks.",
+    )
     max_inflight_batches: int = Field(
         2,
         ge=1,
@@ -103,6 +117,11 @@ class RaftTiming(BaseSettings):
             raise ValueError(
                 f"connection_timeout ({self.connection_timeout}) must be at least max_timeout "
                 f"({self.max_timeout})"
+            )
+        if self.tick_period >= self.append_entries_period:
+            raise ValueError(
+                f"tick_period ({self.tick_period}) must be shorter than append_entries_period "
+                f"({self.append_entries_period})"
             )
         if self.leader_fallback_timeout <= self.append_entries_period:
             raise ValueError("leader_fallback_timeout must exceed append_entries_period")

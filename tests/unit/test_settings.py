@@ -24,6 +24,7 @@ def test_defaults_fit_a_125ms_round_trip_and_pass_pysyncobj_rules():
         ({"max_timeout": 3.0, "connection_timeout": 2.0}, "connection_timeout"),
         ({"leader_fallback_timeout": 0.05}, "leader_fallback_timeout"),
         ({"max_inflight_batches": 0}, "max_inflight_batches"),
+        ({"tick_period": 0.2}, "tick_period"),
     ],
 )
 def test_timing_rules_are_enforced_with_a_message(overrides, message):

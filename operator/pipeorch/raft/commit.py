@@ -23,6 +23,17 @@ Callback = Callable[[Any, int], None]
 Propose = Callable[[list[Command], Callback], None]
 
 
+#: Hard limits that keep every log entry far below pysyncobj's chunked-transfer threshold
+#: (``appendEntriesBatchSizeBytes``). pysyncobj 0.3.17 splits a larger entry into chunks but
+#: picks the last chunk by the command's length instead of the pickled entry's, so a follower
+#: can receive two "finish" chunks and fail to apply the entry, forever.
+MAX_COMMAND_BYTES = 1024 * 1024
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_BATCH_COMMANDS = 1024
+#: pysyncobj's ``appendEntriesBatchSizeBytes``: entries at least this large are chunked.
+ENTRY_CHUNK_BYTES = 16 * 1024 * 1024
+
+
 @dataclass(eq=False)
 class _Batch:
     commands: list[Command]
@@ -55,13 +66,14 @@ class GroupCommitter:
         self._describe_failure = describe_failure
         self._observe_commit = observe_commit
         self._lock = threading.RLock()
-        self._pending: list[tuple[Command, Future[Any]]] = []
+        self._pending: list[tuple[Command, int, Future[Any]]] = []
         self._inflight: set[_Batch] = set()
 
-    def submit(self, command: Command) -> Future[Any]:
+    def submit(self, command: Command, size: int) -> Future[Any]:
+        """Queue ``command`` (``size`` bytes when pickled) for the next batch."""
         future: Future[Any] = Future()
         with self._lock:
-            self._pending.append((command, future))
+            self._pending.append((command, size, future))
             self._flush_locked()
         return future
 
@@ -74,12 +86,24 @@ class GroupCommitter:
         for batch in [b for b in self._inflight if now - b.proposed_at > self._stuck_after]:
             self._inflight.discard(batch)  # its callers time out on their own
         while self._pending and len(self._inflight) < self._max_inflight:
-            commands = [command for command, _ in self._pending]
-            futures = [future for _, future in self._pending]
-            self._pending.clear()
-            batch = _Batch(commands, futures)
+            taken = self._take_batch()
+            batch = _Batch([c for c, _, _ in taken], [f for _, _, f in taken])
             self._inflight.add(batch)
-            self._propose(commands, self._settler(batch))
+            self._propose(batch.commands, self._settler(batch))
+
+    def _take_batch(self) -> list[tuple[Command, int, Future[Any]]]:
+        """The longest prefix of pending commands within the count and byte limits (at least
+        one command, which ``RaftNode`` has already checked against MAX_COMMAND_BYTES)."""
+        total = 0
+        end = 0
+        for end, (_, size, _) in enumerate(self._pending[:MAX_BATCH_COMMANDS], start=1):
+            total += size
+            if total > MAX_BATCH_BYTES and end > 1:
+                end -= 1
+                break
+        taken = self._pending[:end]
+        del self._pending[:end]
+        return taken
 
     def _settler(self, batch: _Batch) -> Callback:
         def settle(results: Any, error: int) -> None:

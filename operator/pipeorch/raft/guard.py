@@ -1,5 +1,14 @@
-"""A pysyncobj SyncObj that never truncates its log without a term conflict.
+"""A pysyncobj SyncObj that never truncates its log without a term conflict, and whose peer
+links never go stale.
 
+**Idle links.** pysyncobj drops a connection that has *received* nothing for
+``connectionTimeout`` at the moment something is *sent* on it, and the message is lost.
+Follower-to-follower links carry no Raft traffic, so after a quiet spell the first vote request
+of an election vanished and the election took one more timeout (seen as 2.5-3.6 s failovers
+instead of 1-2 s). ``GuardedSyncObj`` sends every peer a tiny keepalive a few times per
+``connectionTimeout`` and swallows the ones it receives.
+
+**Truncation.**
 pysyncobj 0.3.17 handles an AppendEntries whose ``prevLogIdx`` is older than the follower's last
 entry by deleting *every* entry after ``prevLogIdx`` (the ``len(prevEntries) > 1`` branch of
 ``SyncObj.__onMessageReceived``), including entries the follower has acknowledged and applied.
@@ -22,6 +31,7 @@ only if it *conflicts* with a new one (same index, different term), and everythi
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pysyncobj import SyncObj
@@ -30,6 +40,7 @@ from pysyncobj.pickle import loads as pickle_loads
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, int, int]  # (command, index, term)
+KEEPALIVE = "pipeorch.keepalive"
 
 
 class GuardedSyncObj(SyncObj):  # type: ignore[misc]
@@ -41,10 +52,25 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         #: Truncations of already-applied entries that still happened. Must stay zero.
         self.applied_truncations = 0
         super().__init__(*args, **kwargs)
+        self._keepalive_every = self.conf.connectionTimeout / 4
+        self._next_keepalive = 0.0
+        self.addOnTickCallback(self._send_keepalives)
+
+    def _send_keepalives(self) -> None:
+        # Runs on the tick thread, like all of the library's own sends.
+        now = time.monotonic()
+        if now < self._next_keepalive:
+            return
+        self._next_keepalive = now + self._keepalive_every
+        transport = self._SyncObj__transport
+        for node in self._SyncObj__otherNodes:
+            transport.send(node, {"type": KEEPALIVE})
 
     # The library binds its transport callback to ``self.__onMessageReceived`` (name-mangled to
     # the attribute below), so overriding the mangled name routes every message through here.
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if message.get("type") == KEEPALIVE:
+            return  # its arrival already refreshed the link; nothing else to do
         if message.get("type") == "append_entries" and "prevLogIdx" in message:
             guarded = self._guard_append_entries(node, message)
             if guarded is None:
@@ -74,7 +100,10 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         if transmission in ("start", "process"):
             return message  # chunks of one large entry; nothing is appended yet
         if transmission == "finish":
-            message = self._assemble_transmission(message)
+            assembled = self._assemble_transmission(message)
+            if assembled is None:
+                return None
+            message = assembled
 
         prev_index = message["prevLogIdx"]
         last = self._last_index()
@@ -119,10 +148,19 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         assert prev is not None, "re-anchoring inside the held log prefix"
         return {**message, "prevLogIdx": prev_index, "prevLogTerm": prev[2], "entries": entries}
 
-    def _assemble_transmission(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Turn the last chunk of a large entry into an ordinary one-entry message."""
-        data = getattr(self, "_SyncObj__recvTransmission") + message["data"]  # noqa: B009
+    def _assemble_transmission(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Turn the last chunk of a large entry into an ordinary one-entry message.
+
+        Our entries never get here (raft/commit.py keeps them far below the chunk size); if one
+        did, a malformed transfer is dropped instead of crashing the tick, as the library would.
+        """
+        received = getattr(self, "_SyncObj__recvTransmission")  # noqa: B009
         self._SyncObj__recvTransmission = ""
+        try:
+            entry = pickle_loads(received + message["data"])
+        except (TypeError, EOFError, ValueError) as e:
+            log.error("dropping a malformed chunked AppendEntries: %s", e)
+            return None
         assembled = {k: v for k, v in message.items() if k not in ("transmission", "data")}
-        assembled["entries"] = [pickle_loads(data)]
+        assembled["entries"] = [entry]
         return assembled

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +25,8 @@ from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.node import TCPNode
 
 from pipeorch.core import state as core
-from pipeorch.errors import Unavailable
-from pipeorch.raft.commit import GroupCommitter
+from pipeorch.errors import InvalidInput, Unavailable
+from pipeorch.raft.commit import ENTRY_CHUNK_BYTES, MAX_COMMAND_BYTES, GroupCommitter
 from pipeorch.raft.guard import GuardedSyncObj
 from pipeorch.settings import ControlPlaneSettings
 
@@ -182,8 +183,12 @@ class RaftNode:
         conf = SyncObjConf(
             password=self._settings.password(),
             # Unbatched: each proposal is sent at once; GroupCommitter does the batching.
-            appendEntriesUseBatch=False,
+            appendEntriesUseBatch=timing.batching == "pysyncobj",
             appendEntriesPeriod=timing.append_entries_period,
+            # Far above any entry GroupCommitter builds: pysyncobj's chunked transfer of larger
+            # entries is broken (see raft/commit.py).
+            appendEntriesBatchSizeBytes=ENTRY_CHUNK_BYTES,
+            autoTickPeriod=timing.tick_period,
             raftMinTimeout=timing.min_timeout,
             raftMaxTimeout=timing.max_timeout,
             connectionTimeout=timing.connection_timeout,
@@ -210,13 +215,20 @@ class RaftNode:
 
     def submit(self, command: core.Command) -> Future[Any]:
         """Propose a command; the future resolves once it is applied here."""
+        size = len(pickle.dumps(command, protocol=2))
+        if size > MAX_COMMAND_BYTES:
+            raise InvalidInput(
+                command[0],
+                f"command is {size} bytes, over the {MAX_COMMAND_BYTES}-byte limit of one "
+                "replicated write: large data belongs in the artifact store",
+            )
         if not self._quorum_reachable():
             failed: Future[Any] = Future()
             failed.set_exception(
                 Unavailable("no quorum: this replica cannot reach a majority", self.last_leader())
             )
             return failed
-        return self._committer.submit(command)
+        return self._committer.submit(command, size)
 
     def write(self, command: core.Command, timeout: float | None = None) -> Any:
         """Propose and wait (blocking). Raises Unavailable if not committed in time."""

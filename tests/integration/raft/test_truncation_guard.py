@@ -128,3 +128,45 @@ def test_guard_still_deletes_a_genuinely_conflicting_uncommitted_suffix() -> Non
         assert follower.obj.applied_truncations == 0
     finally:
         follower.obj.destroy()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(GuardedSyncObj, id="guarded"),
+        pytest.param(
+            SyncObj,
+            id="pysyncobj-0.3.17",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=TypeError,
+                reason="pysyncobj 0.3.17 raises inside its tick on a stray final chunk "
+                "(it can send two)",
+            ),
+        ),
+    ]
+)
+def chunk_follower(request) -> Iterator[Follower]:
+    f = Follower(request.param)
+    yield f
+    f.obj.destroy()
+
+
+def test_a_stray_final_chunk_is_dropped_not_fatal(chunk_follower: Follower) -> None:
+    # pysyncobj marks the last chunk of a large entry by the command's length, not the pickled
+    # entry's, so it can send two "finish" chunks; the second arrives with nothing started.
+    follower = chunk_follower
+    follower.append(prev=1, entries=[_entry(2)], commit=2)
+    follower.obj._SyncObj__onMessageReceived(
+        follower.leader,
+        {
+            "type": "append_entries",
+            "transmission": "finish",
+            "data": b"tail-of-an-entry",
+            "term": 1,
+            "prevLogIdx": 2,
+            "prevLogTerm": 1,
+            "commit_index": 2,
+        },
+    )
+    follower.obj.doTick(0)
+    assert follower.last_index == 2

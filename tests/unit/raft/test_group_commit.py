@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 
 from pipeorch.errors import Unavailable
-from pipeorch.raft.commit import GroupCommitter
+from pipeorch.raft.commit import (
+    ENTRY_CHUNK_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_COMMANDS,
+    MAX_COMMAND_BYTES,
+    GroupCommitter,
+)
 
 
 class Crank:
@@ -29,6 +35,10 @@ def committer(crank: Crank, max_inflight: int = 1, stuck_after: float = 60.0) ->
     )
 
 
+def submit(gc: GroupCommitter, command, size: int = 40):
+    return gc.submit(command, size)
+
+
 def cmd(n: int):
     return ("noop/1", (n,))
 
@@ -36,9 +46,9 @@ def cmd(n: int):
 def test_lone_write_is_proposed_at_once_and_later_writes_travel_together():
     crank = Crank()
     gc = committer(crank)
-    first = gc.submit(cmd(1))
+    first = submit(gc, cmd(1))
     assert [c for c, _ in crank.proposals] == [[cmd(1)]]
-    later = [gc.submit(cmd(n)) for n in (2, 3, 4)]
+    later = [submit(gc, cmd(n)) for n in (2, 3, 4)]
     assert len(crank.proposals) == 1  # waiting for room
     crank.commit()
     assert first.result(0) == "done:1"
@@ -50,8 +60,8 @@ def test_lone_write_is_proposed_at_once_and_later_writes_travel_together():
 def test_failure_fails_every_command_of_the_batch_with_the_reason():
     crank = Crank()
     gc = committer(crank)
-    futures = [gc.submit(cmd(1))]
-    futures.append(gc.submit(cmd(2)))
+    futures = [submit(gc, cmd(1))]
+    futures.append(submit(gc, cmd(2)))
     crank.commit(error=5)
     assert isinstance(futures[0].exception(0), Unavailable)
     crank.commit(error=2)
@@ -61,17 +71,46 @@ def test_failure_fails_every_command_of_the_batch_with_the_reason():
 def test_lost_batch_stops_blocking_after_stuck_after():
     crank = Crank()
     gc = committer(crank, stuck_after=0.005)
-    gc.submit(cmd(1))  # its callback never comes
+    submit(gc, cmd(1))  # its callback never comes
     time.sleep(0.02)
-    gc.submit(cmd(2))
+    submit(gc, cmd(2))
     assert len(crank.proposals) == 2
 
 
 def test_late_callback_after_settlement_is_ignored():
     crank = Crank()
     gc = committer(crank)
-    future = gc.submit(cmd(1))
+    future = submit(gc, cmd(1))
     _, callback = crank.proposals[0]
     callback(["a"], 0)
     callback(None, 5)  # a duplicate report must not flip the result
     assert future.result(0) == "a"
+
+
+def test_batches_respect_the_command_and_byte_limits():
+    crank = Crank()
+    gc = committer(crank)
+    submit(gc, cmd(0))  # occupies the only in-flight slot
+    for n in range(1, MAX_BATCH_COMMANDS + 11):
+        submit(gc, cmd(n))
+    crank.commit()
+    assert len(crank.proposals[0][0]) == MAX_BATCH_COMMANDS
+    crank.commit()
+    assert len(crank.proposals[0][0]) == 10
+    crank.commit()
+
+    big = MAX_BATCH_BYTES // 3
+    submit(gc, cmd(-1))
+    for n in range(4):
+        submit(gc, cmd(100 + n), size=big)
+    crank.commit()
+    assert [c[1][0] for c in crank.proposals[0][0]] == [100, 101, 102]
+    crank.commit()
+    assert [c[1][0] for c in crank.proposals[0][0]] == [103]
+
+
+def test_no_batch_can_reach_pysyncobj_chunked_transfer():
+    # The largest batch: MAX_BATCH_BYTES of commands plus one command that crossed the limit,
+    # plus pickling overhead per command; it must stay well below the chunking threshold.
+    largest = MAX_BATCH_BYTES + MAX_COMMAND_BYTES + 64 * MAX_BATCH_COMMANDS
+    assert largest * 2 < ENTRY_CHUNK_BYTES

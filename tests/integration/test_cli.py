@@ -1,0 +1,85 @@
+"""The README's commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import psutil
+
+from pipeorch.local.cluster import LocalCluster
+from pipeorch.v1 import pipeorch_pb2 as pb
+from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
+
+PIPEORCH = [sys.executable, "-m", "pipeorch.cli"]
+
+
+def test_local_up_runs_three_regions_and_four_workers_then_leaves_nothing(tmp_path):
+    result = subprocess.run(
+        [*PIPEORCH, "local", "up", "--workdir", str(tmp_path), "--for", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    rows = [line.split() for line in out.splitlines()]
+    replicas = {r[0]: (r[1], r[2]) for r in rows if r and r[0].startswith("cp-")}
+    assert sorted(region for region, _ in replicas.values()) == ["aws", "azure", "gcp"]
+    assert sorted(role for _, role in replicas.values()) == ["follower", "follower", "leader"]
+    workers = {r[0]: (r[1], r[2]) for r in rows if len(r) == 3 and r[0].endswith(("-w1", "-w2"))}
+    assert workers == {
+        "aws-w1": ("aws", "online"),
+        "aws-w2": ("aws", "online"),
+        "gcp-w1": ("gcp", "online"),
+        "azure-w1": ("azure", "online"),
+    }
+    assert "/raft" in out
+    assert "/cluster" in out
+    leftovers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+
+
+def test_cluster_command_prints_raft_view_and_workers(cluster: LocalCluster):
+    with grpc.insecure_channel(cluster.replicas["cp-0"].grpc) as channel:
+        pb_grpc.WorkerServiceStub(channel).Register(
+            pb.RegisterRequest(worker_id="aws-7", region="aws", heartbeat_interval_seconds=30),
+            timeout=5,
+        )
+    leader = cluster.wait_for_leader()
+    result = subprocess.run(
+        [*PIPEORCH, "cluster", "--control-plane", cluster.replicas["cp-1"].grpc],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("replica cp-1 (")
+    assert f"leader {leader}" in lines[0]
+    assert sum("connected" in line for line in lines) == 2
+    assert any(line.split()[:3] == ["aws-7", "aws", "online"] for line in lines)
+
+
+def test_bad_settings_exit_2_naming_the_problem(tmp_path):
+    result = subprocess.run(
+        [*PIPEORCH, "controlplane", "--node-id", "cp-9", "--member", "cp-0=127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "not one of members" in result.stderr
+    result = subprocess.run(
+        [*PIPEORCH, "cluster", "--control-plane", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr
