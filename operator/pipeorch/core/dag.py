@@ -1,0 +1,88 @@
+"""Graph helpers over ``{step: [steps it depends on]}`` mappings. Deterministic orders."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+def find_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A cycle as a path that ends where it starts (``[a, b, c, a]``), or None.
+
+    Iterative depth-first search in name order, so the same graph always reports the same
+    cycle, and deep chains do not hit the recursion limit.
+    """
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(depends_on, white)
+    for root in sorted(depends_on):
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = [root]
+        color[root] = grey
+        while stack:
+            node, index = stack[-1]
+            deps = sorted(depends_on.get(node, ()))
+            if index < len(deps):
+                stack[-1] = (node, index + 1)
+                nxt = deps[index]
+                state = color.get(nxt, black)
+                if state == grey:
+                    return [*path[path.index(nxt) :], nxt]
+                if state == white:
+                    color[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                color[node] = black
+                stack.pop()
+                path.pop()
+    return None
+
+
+def ancestors(depends_on: Mapping[str, Sequence[str]], node: str) -> set[str]:
+    """Every step ``node`` transitively depends on."""
+    seen: set[str] = set()
+    todo = list(depends_on.get(node, ()))
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(depends_on.get(current, ()))
+    return seen
+
+
+def descendants(depends_on: Mapping[str, Sequence[str]], node: str) -> set[str]:
+    """Every step that transitively depends on ``node``."""
+    dependents: dict[str, list[str]] = {}
+    for step, deps in depends_on.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(step)
+    seen: set[str] = set()
+    todo = list(dependents.get(node, ()))
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(dependents.get(current, ()))
+    return seen
+
+
+def topological_order(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
+    """Steps so that every step comes after its dependencies; ties broken by name."""
+    remaining = {step: set(deps) for step, deps in depends_on.items()}
+    order: list[str] = []
+    ready = sorted(step for step, deps in remaining.items() if not deps)
+    while ready:
+        step = ready.pop(0)
+        order.append(step)
+        del remaining[step]
+        unlocked = []
+        for other, deps in remaining.items():
+            if step in deps:
+                deps.discard(step)
+                if not deps:
+                    unlocked.append(other)
+        ready = sorted([*ready, *unlocked])
+    if remaining:
+        raise ValueError(f"cycle among {sorted(remaining)}")
+    return order
