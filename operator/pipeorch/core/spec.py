@@ -202,9 +202,9 @@ def validate_pipeline(data: Any) -> Pipeline:
     return pipeline
 
 
-def pipeline_json(pipeline: Pipeline) -> str:
-    """Canonical JSON of a pipeline (stable key order), as stored in the replicated state."""
-    return json.dumps(pipeline.model_dump(mode="json", exclude_none=True), sort_keys=True)
+def spec_json(pipeline: Pipeline) -> str:
+    """Canonical JSON of a pipeline's spec (stable key order), as the replicated state keeps it."""
+    return json.dumps(pipeline.spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
 
 
 # ---- errors --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeorch.core.runs import Artifact, FailureClass, Outcome, Run, Runs
 from pipeorch.core.workers import Registration, Worker, WorkerStatus
 
 #: Bumped when the shape of ``State.to_dict`` changes; ``from_dict`` migrates older shapes.
@@ -48,9 +49,10 @@ class HeartbeatResult:
 
 @dataclass(slots=True)
 class State:
-    """Everything the control plane must not lose. Room for pipelines, tasks and leases."""
+    """Everything the control plane must not lose: workers, pipeline runs and their tasks."""
 
     workers: dict[str, Worker] = field(default_factory=dict)
+    runs: Runs = field(default_factory=Runs)
     #: Number of command batches applied; equal on replicas that applied the same log prefix.
     revision: int = 0
 
@@ -67,6 +69,7 @@ class State:
             last_heartbeat=now,
             status=WorkerStatus.ONLINE,
             labels=dict(reg.labels),
+            slots=reg.slots,
         )
         self.workers[reg.worker_id] = worker
         return RegisterResult(worker=worker, reregistered=existing is not None)
@@ -113,6 +116,7 @@ class State:
             "format": STATE_FORMAT,
             "revision": self.revision,
             "workers": {k: w.to_dict() for k, w in sorted(self.workers.items())},
+            "runs": self.runs.to_dict(),
         }
 
     @classmethod
@@ -120,6 +124,7 @@ class State:
         return cls(
             workers={k: Worker.from_dict(v) for k, v in data.get("workers", {}).items()},
             revision=int(data.get("revision", 0)),
+            runs=Runs.from_dict(data.get("runs", {})),
         )
 
     def digest(self) -> str:
@@ -133,17 +138,76 @@ class State:
 
 def register_worker_cmd(reg: Registration, now: float) -> Command:
     return (
-        "worker.register/1",
-        (reg.worker_id, reg.region, reg.address, reg.heartbeat_interval, reg.labels, now),
+        "worker.register/2",
+        (
+            reg.worker_id,
+            reg.region,
+            reg.address,
+            reg.heartbeat_interval,
+            reg.labels,
+            reg.slots,
+            now,
+        ),
     )
 
 
-def heartbeat_cmd(worker_id: str, now: float) -> Command:
-    return ("worker.heartbeat/1", (worker_id, now))
+def heartbeat_cmd(
+    worker_id: str, now: float, running: dict[str, int] | None = None, lease: float = 0.0
+) -> Command:
+    """A heartbeat that also renews the leases of the attempts the worker names."""
+    return ("worker.heartbeat/2", (worker_id, now, dict(running or {}), lease))
 
 
 def mark_offline_cmd(worker_ids: tuple[str, ...], now: float) -> Command:
-    return ("worker.mark_offline/1", (tuple(worker_ids), now))
+    """Mark silent workers offline and send their tasks back to Ready."""
+    return ("worker.mark_offline/2", (tuple(worker_ids), now))
+
+
+def submit_pipeline_cmd(name: str, key: str, spec_json: str, now: float) -> Command:
+    return ("pipeline.submit/1", (name, key, spec_json, now))
+
+
+def cancel_pipeline_cmd(name: str, now: float) -> Command:
+    return ("pipeline.cancel/1", (name, now))
+
+
+def assign_tasks_cmd(
+    assignments: list[tuple[str, str, str, float]], now: float, lease: float
+) -> Command:
+    """``assignments``: (task id, worker id, region, estimated transfer seconds)."""
+    return ("task.assign/1", (list(assignments), now, lease))
+
+
+def complete_task_cmd(
+    task_ref: str,
+    attempt: int,
+    worker_id: str,
+    outputs: list[dict[str, Any]],
+    log_key: str,
+    log_tail: str,
+    now: float,
+) -> Command:
+    return ("task.complete/1", (task_ref, attempt, worker_id, outputs, log_key, log_tail, now))
+
+
+def fail_task_cmd(
+    task_ref: str,
+    attempt: int,
+    worker_id: str,
+    failure: str,
+    message: str,
+    log_key: str,
+    log_tail: str,
+    now: float,
+) -> Command:
+    return (
+        "task.fail/1",
+        (task_ref, attempt, worker_id, failure, message, log_key, log_tail, now),
+    )
+
+
+def expire_leases_cmd(task_refs: tuple[str, ...], now: float) -> Command:
+    return ("task.expire/1", (tuple(task_refs), now))
 
 
 def noop_cmd(token: str) -> Command:
@@ -151,17 +215,78 @@ def noop_cmd(token: str) -> Command:
     return ("noop/1", (token,))
 
 
-def _register(state: State, args: tuple[Any, ...]) -> RegisterResult:
+def _register_v1(state: State, args: tuple[Any, ...]) -> RegisterResult:
     worker_id, region, address, interval, labels, now = args
     return state.register_worker(Registration(worker_id, region, address, interval, labels), now)
 
 
-def _heartbeat(state: State, args: tuple[Any, ...]) -> HeartbeatResult | Rejected:
+def _register(state: State, args: tuple[Any, ...]) -> RegisterResult:
+    worker_id, region, address, interval, labels, slots, now = args
+    reg = Registration(worker_id, region, address, interval, labels, slots)
+    return state.register_worker(reg, now)
+
+
+def _heartbeat_v1(state: State, args: tuple[Any, ...]) -> HeartbeatResult | Rejected:
     return state.heartbeat(*args)
 
 
-def _mark_offline(state: State, args: tuple[Any, ...]) -> list[str]:
+def _heartbeat(state: State, args: tuple[Any, ...]) -> HeartbeatResult | Rejected:
+    worker_id, now, running, lease = args
+    result = state.heartbeat(worker_id, now)
+    if not isinstance(result, Rejected) and running:
+        state.runs.renew(worker_id, running, now, lease)
+    return result
+
+
+def _mark_offline_v1(state: State, args: tuple[Any, ...]) -> list[str]:
     return state.mark_offline(*args)
+
+
+def _mark_offline(state: State, args: tuple[Any, ...]) -> list[str]:
+    worker_ids, now = args
+    marked = state.mark_offline(worker_ids, now)
+    for worker_id in marked:
+        state.runs.requeue_worker(worker_id, now)
+    return marked
+
+
+def _submit(state: State, args: tuple[Any, ...]) -> tuple[Run, bool]:
+    return state.runs.submit(*args)
+
+
+def _cancel(state: State, args: tuple[Any, ...]) -> Run | Rejected:
+    name, now = args
+    run = state.runs.cancel(name, now)
+    return Rejected(f"pipeline {name!r} does not exist") if run is None else run
+
+
+def _assign(state: State, args: tuple[Any, ...]) -> list[bool]:
+    assignments, now, lease = args
+    results = []
+    for ref, worker_id, region, estimate in assignments:
+        worker = state.workers.get(worker_id)
+        if worker is None or worker.status is not WorkerStatus.ONLINE:
+            results.append(False)
+            continue
+        results.append(state.runs.assign(ref, worker_id, region, now, lease, estimate))
+    return results
+
+
+def _complete(state: State, args: tuple[Any, ...]) -> Outcome:
+    ref, attempt, worker_id, outputs, log_key, log_tail, now = args
+    artifacts = [Artifact.from_dict(o) for o in outputs]
+    return state.runs.complete(ref, attempt, worker_id, artifacts, log_key, log_tail, now)
+
+
+def _fail(state: State, args: tuple[Any, ...]) -> Outcome:
+    ref, attempt, worker_id, failure, message, log_key, log_tail, now = args
+    return state.runs.fail(
+        ref, attempt, worker_id, FailureClass(failure), message, log_key, log_tail, now
+    )
+
+
+def _expire(state: State, args: tuple[Any, ...]) -> list[str]:
+    return state.runs.expire_leases(*args)
 
 
 def _noop(state: State, args: tuple[Any, ...]) -> str:
@@ -169,9 +294,19 @@ def _noop(state: State, args: tuple[Any, ...]) -> str:
 
 
 _HANDLERS: dict[str, Callable[[State, tuple[Any, ...]], Any]] = {
-    "worker.register/1": _register,
-    "worker.heartbeat/1": _heartbeat,
-    "worker.mark_offline/1": _mark_offline,
+    # Superseded versions stay: an old journal replays exactly as it first applied.
+    "worker.register/1": _register_v1,
+    "worker.register/2": _register,
+    "worker.heartbeat/1": _heartbeat_v1,
+    "worker.heartbeat/2": _heartbeat,
+    "worker.mark_offline/1": _mark_offline_v1,
+    "worker.mark_offline/2": _mark_offline,
+    "pipeline.submit/1": _submit,
+    "pipeline.cancel/1": _cancel,
+    "task.assign/1": _assign,
+    "task.complete/1": _complete,
+    "task.fail/1": _fail,
+    "task.expire/1": _expire,
     "noop/1": _noop,
 }
 

@@ -36,6 +36,8 @@ class Worker:
     last_heartbeat: float
     status: WorkerStatus = WorkerStatus.ONLINE
     labels: dict[str, str] = field(default_factory=dict)
+    #: Steps the worker runs at once.
+    slots: int = 1
 
     @property
     def offline_after(self) -> float:
@@ -57,6 +59,7 @@ class Worker:
             "last_heartbeat": self.last_heartbeat,
             "status": self.status.value,
             "labels": dict(sorted(self.labels.items())),
+            "slots": self.slots,
         }
 
     @classmethod
@@ -70,6 +73,7 @@ class Worker:
             last_heartbeat=float(data["last_heartbeat"]),
             status=WorkerStatus(data["status"]),
             labels=dict(data.get("labels", {})),
+            slots=int(data.get("slots", 1)),
         )
 
 
@@ -82,6 +86,7 @@ class Registration:
     address: str
     heartbeat_interval: float
     labels: dict[str, str]
+    slots: int = 1
 
 
 def validate_registration(
@@ -90,6 +95,7 @@ def validate_registration(
     address: str,
     heartbeat_interval: float,
     labels: dict[str, str] | None = None,
+    slots: int = 1,
 ) -> Registration:
     """Check a registration; raise InvalidInput naming the first bad field."""
     check_worker_id(worker_id)
@@ -105,7 +111,9 @@ def validate_registration(
     labels = dict(labels or {})
     if len(labels) > _MAX_LABELS:
         raise InvalidInput("labels", f"at most {_MAX_LABELS} labels, got {len(labels)}")
-    return Registration(worker_id, region, address, float(heartbeat_interval), labels)
+    if not 1 <= slots <= 256:
+        raise InvalidInput("slots", f"must be between 1 and 256, got {slots}")
+    return Registration(worker_id, region, address, float(heartbeat_interval), labels, slots)
 
 
 def check_worker_id(worker_id: str) -> None:

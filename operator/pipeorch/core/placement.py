@@ -1,0 +1,157 @@
+"""Placement: which ready task goes to which worker, and what moving its inputs will cost.
+
+The cost of running a step in region R is the sum over its inputs of
+``RTT(R, region holding the input) + bytes / bandwidth(R, that region)``, from the region
+matrix. A pin (``step.region``) wins; ``spread`` placement balances a pipeline's running steps
+across regions instead. Ties go to the region with the most idle capacity, then by name, so the
+same state always yields the same plan. ``maxParallel`` caps a pipeline's active steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeorch.core.runs import ACTIVE, Runs, Task, task_id
+from pipeorch.core.workers import Worker, WorkerStatus
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Round trips and bandwidth between regions (symmetric); defaults for unknown pairs."""
+
+    rtt_ms: dict[frozenset[str], float] = field(default_factory=dict)
+    bandwidth_mbps: dict[frozenset[str], float] = field(default_factory=dict)
+    local_rtt_ms: float = 0.2
+    local_bandwidth_mbps: float = 10_000.0
+    default_rtt_ms: float = 100.0
+    default_bandwidth_mbps: float = 100.0
+
+    @classmethod
+    def from_matrix(
+        cls,
+        rtt_ms: dict[str, dict[str, float]],
+        bandwidth_mbps: dict[str, dict[str, float]] | None = None,
+    ) -> Topology:
+        """From ``{region: {other: value}}`` tables (a CloudRegion's ``latencyMs``)."""
+
+        def pairs(table: dict[str, dict[str, float]]) -> dict[frozenset[str], float]:
+            return {frozenset((a, b)): v for a, row in table.items() for b, v in row.items()}
+
+        return cls(rtt_ms=pairs(rtt_ms), bandwidth_mbps=pairs(bandwidth_mbps or {}))
+
+    def rtt(self, a: str, b: str) -> float:
+        if a == b:
+            return self.local_rtt_ms
+        return self.rtt_ms.get(frozenset((a, b)), self.default_rtt_ms)
+
+    def bandwidth(self, a: str, b: str) -> float:
+        if a == b:
+            return self.local_bandwidth_mbps
+        return self.bandwidth_mbps.get(frozenset((a, b)), self.default_bandwidth_mbps)
+
+    def transfer_seconds(self, to_region: str, from_region: str, size_bytes: int) -> float:
+        seconds_per_byte = 8 / (self.bandwidth(to_region, from_region) * 1e6)
+        return self.rtt(to_region, from_region) / 1000 + size_bytes * seconds_per_byte
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    task_id: str
+    worker_id: str
+    region: str
+    estimated_transfer_seconds: float
+
+
+def plan(runs: Runs, workers: Iterable[Worker], topology: Topology, now: float) -> list[Assignment]:
+    """Assign as many eligible tasks as there is idle capacity, oldest ready first."""
+    capacity = _idle_capacity(runs, workers)
+    active = _active_per_pipeline(runs)
+    spread = _active_per_pipeline_region(runs)
+    assignments = []
+    for task in sorted(_eligible(runs, now), key=lambda t: (t.ready_at, t.task_id)):
+        run = runs.runs[task.pipeline]
+        limit = run.spec.maxParallel
+        if limit is not None and active.get(task.pipeline, 0) >= limit:
+            continue
+        choice = _choose(runs, task, capacity, topology, spread, run.spec.placement)
+        if choice is None:
+            continue
+        worker, region, estimate = choice
+        capacity[region][worker] -= 1
+        active[task.pipeline] = active.get(task.pipeline, 0) + 1
+        spread[(task.pipeline, region)] = spread.get((task.pipeline, region), 0) + 1
+        assignments.append(Assignment(task.task_id, worker, region, estimate))
+    return assignments
+
+
+def input_estimate(runs: Runs, task: Task, region: str, topology: Topology) -> float:
+    """Seconds to bring ``task``'s inputs to ``region``."""
+    step = runs.runs[task.pipeline].step_spec(task.step)
+    total = 0.0
+    for source, name in step.input_refs():
+        producer = runs.tasks[task_id(task.pipeline, source)]
+        for artifact in producer.outputs:
+            if artifact.name == name:
+                total += topology.transfer_seconds(region, artifact.region or region, artifact.size)
+    return total
+
+
+def _choose(
+    runs: Runs,
+    task: Task,
+    capacity: dict[str, dict[str, int]],
+    topology: Topology,
+    spread: dict[tuple[str, str], int],
+    placement: str,
+) -> tuple[str, str, float] | None:
+    pin = runs.runs[task.pipeline].step_spec(task.step).region
+    regions = [r for r, ws in capacity.items() if any(n > 0 for n in ws.values())]
+    if pin is not None:
+        regions = [r for r in regions if r == pin]
+    if not regions:
+        return None
+
+    def rank(region: str) -> tuple[float, float, int, str]:
+        estimate = input_estimate(runs, task, region, topology)
+        balance = spread.get((task.pipeline, region), 0) if placement == "spread" else 0
+        return (balance, estimate, -sum(capacity[region].values()), region)
+
+    best = min(regions, key=rank)
+    workers = capacity[best]
+    worker = min((w for w, n in workers.items() if n > 0), key=lambda w: (-workers[w], w))
+    return worker, best, input_estimate(runs, task, best, topology)
+
+
+def _eligible(runs: Runs, now: float) -> Iterable[Task]:
+    return (t for t in runs.tasks.values() if runs.is_assignable(t, now))
+
+
+def _idle_capacity(runs: Runs, workers: Iterable[Worker]) -> dict[str, dict[str, int]]:
+    busy: dict[str, int] = {}
+    for task in runs.tasks.values():
+        if task.phase in ACTIVE:
+            busy[task.worker_id] = busy.get(task.worker_id, 0) + 1
+    capacity: dict[str, dict[str, int]] = {}
+    for worker in workers:
+        if worker.status is WorkerStatus.ONLINE:
+            idle = worker.slots - busy.get(worker.worker_id, 0)
+            capacity.setdefault(worker.region, {})[worker.worker_id] = max(0, idle)
+    return capacity
+
+
+def _active_per_pipeline(runs: Runs) -> dict[str, int]:
+    active: dict[str, int] = {}
+    for task in runs.tasks.values():
+        if task.phase in ACTIVE:
+            active[task.pipeline] = active.get(task.pipeline, 0) + 1
+    return active
+
+
+def _active_per_pipeline_region(runs: Runs) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for task in runs.tasks.values():
+        if task.phase in ACTIVE:
+            key = (task.pipeline, task.region)
+            counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -1,0 +1,159 @@
+"""The task state machine: transitions, retries, failure classes, stale reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeorch.core.runs import Artifact, FailureClass, RunPhase, Runs, TaskPhase, task_id
+from pipeorch.core.spec import parse_pipeline, spec_json
+
+LEASE = 10.0
+
+
+def submit(runs: Runs, steps: str, name: str = "p", now: float = 0.0):
+    header = f"apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\n"
+    pipeline = parse_pipeline(header + "spec:\n  steps:\n" + steps)
+    return runs.submit(name, "key-1", spec_json(pipeline), now)
+
+
+CHAIN = """    - {name: a, run: "m:f", outputs: [x]}
+    - {name: b, run: "m:f", dependsOn: [a], inputs: [a/x], retry: {limit: 2, backoffSeconds: 5}}
+    - {name: c, run: "m:f", dependsOn: [b]}
+"""
+
+
+def phases(runs: Runs, pipeline: str = "p") -> dict[str, str]:
+    return {t.step: t.phase.value for t in runs.tasks_of(pipeline)}
+
+
+def run_step(runs: Runs, step: str, worker: str = "w1", now: float = 1.0) -> int:
+    ref = task_id("p", step)
+    assert runs.assign(ref, worker, "aws", now, LEASE, 0.0)
+    return runs.tasks[ref].attempt
+
+
+def out(name: str) -> list[Artifact]:
+    return [Artifact(name=name, key=f"k/{name}", size=3, sha256="abc")]
+
+
+def test_chain_runs_in_order_and_the_run_succeeds():
+    runs = Runs()
+    run, created = submit(runs, CHAIN)
+    assert created
+    assert phases(runs) == {"a": "Ready", "b": "Pending", "c": "Pending"}
+    attempt = run_step(runs, "a")
+    assert runs.renew("w1", {"p.a": attempt}, 2.0, LEASE) == 1
+    assert runs.tasks["p.a"].phase is TaskPhase.RUNNING
+    assert runs.complete("p.a", attempt, "w1", out("x"), "", "", 3.0).accepted
+    assert phases(runs) == {"a": "Succeeded", "b": "Ready", "c": "Pending"}
+    for step in ("b", "c"):
+        attempt = run_step(runs, step)
+        assert runs.complete(f"p.{step}", attempt, "w1", [], "", "", 4.0).accepted
+    assert run.phase is RunPhase.SUCCEEDED
+    assert runs.progress("p") == (3, 3)
+
+
+def test_same_name_twice_creates_nothing():
+    runs = Runs()
+    first, _ = submit(runs, CHAIN)
+    again, created = submit(runs, CHAIN, now=9.0)
+    assert not created
+    assert again is first
+    assert len(runs.tasks) == 3
+
+
+def test_application_failures_retry_with_backoff_then_fail_and_skip_downstream():
+    runs = Runs()
+    run, _ = submit(runs, CHAIN)
+    runs.complete("p.a", run_step(runs, "a"), "w1", out("x"), "", "", 1.0)
+    attempt = run_step(runs, "b", now=2.0)
+    outcome = runs.fail("p.b", attempt, "w1", FailureClass.APPLICATION, "boom", "", "", 2.0)
+    assert outcome.will_retry
+    task = runs.tasks["p.b"]
+    assert task.phase is TaskPhase.RETRYING
+    assert not runs.assign("p.b", "w1", "aws", 6.9, LEASE, 0)  # backoff 5 s not over
+    assert runs.assign("p.b", "w1", "aws", 7.0, LEASE, 0)
+    outcome = runs.fail("p.b", task.attempt, "w1", FailureClass.APPLICATION, "boom", "", "", 8.0)
+    assert task.not_before == 8.0 + 10.0  # backoffFactor 2
+    runs.assign("p.b", "w1", "aws", 18.0, LEASE, 0)
+    outcome = runs.fail("p.b", task.attempt, "w1", FailureClass.APPLICATION, "boom 3", "", "", 19.0)
+    assert not outcome.will_retry
+    assert task.phase is TaskPhase.FAILED
+    assert task.app_failures == 3
+    assert task.message == "boom 3"
+    assert runs.tasks["p.c"].phase is TaskPhase.SKIPPED
+    assert "upstream step 'b' failed" in runs.tasks["p.c"].message
+    assert run.phase is RunPhase.FAILED
+    assert run.message == "step 'b' failed"
+
+
+def test_infrastructure_failures_do_not_spend_the_retry_budget():
+    runs = Runs()
+    submit(runs, CHAIN)
+    for _ in range(5):
+        attempt = run_step(runs, "a")
+        outcome = runs.fail("p.a", attempt, "w1", FailureClass.INFRASTRUCTURE, "s3 down", "", "", 1)
+        assert outcome.will_retry
+    task = runs.tasks["p.a"]
+    assert (task.phase, task.app_failures, task.infra_failures) == (TaskPhase.READY, 0, 5)
+    assert runs.failures == {"application": 0, "infrastructure": 5}
+
+
+def test_stale_and_duplicate_completions_are_ignored_and_counted():
+    runs = Runs()
+    submit(runs, CHAIN)
+    first = run_step(runs, "a", worker="w1")
+    assert runs.requeue_worker("w1", 2.0) == ["p.a"]  # w1 lost: back to Ready
+    second = run_step(runs, "a", worker="w2", now=3.0)
+    assert second == first + 1
+    late = runs.complete("p.a", first, "w1", out("x"), "", "", 4.0)
+    assert not late.accepted
+    assert "stale report" in late.reason
+    assert runs.complete("p.a", second, "w2", out("x"), "", "", 5.0).accepted
+    duplicate = runs.complete("p.a", second, "w2", out("x"), "", "", 6.0)
+    assert not duplicate.accepted
+    assert runs.stale_reports == 2
+    assert runs.tasks["p.a"].finished_at == 5.0
+
+
+def test_expired_lease_requeues_as_infrastructure_failure_only_if_still_expired():
+    runs = Runs()
+    submit(runs, CHAIN)
+    attempt = run_step(runs, "a", now=0.0)
+    assert runs.expired_leases(now=9.9) == ()
+    proposed = runs.expired_leases(now=10.0)
+    assert proposed == ("p.a",)
+    runs.renew("w1", {"p.a": attempt}, 9.95, LEASE)  # a renewal committed first wins
+    assert runs.expire_leases(proposed, now=10.0) == []
+    assert runs.expire_leases(proposed, now=20.0) == ["p.a"]
+    task = runs.tasks["p.a"]
+    assert (task.phase, task.failure_class) == (TaskPhase.READY, "infrastructure")
+    assert "lease expired" in task.message
+
+
+def test_cancel_stops_every_unfinished_task():
+    runs = Runs()
+    run, _ = submit(runs, CHAIN)
+    attempt = run_step(runs, "a")
+    runs.cancel("p", 2.0)
+    assert run.phase is RunPhase.CANCELLED
+    assert set(phases(runs).values()) == {"Cancelled"}
+    assert not runs.complete("p.a", attempt, "w1", [], "", "", 3.0).accepted
+
+
+def test_round_trip_through_plain_data_keeps_everything():
+    runs = Runs()
+    submit(runs, CHAIN)
+    runs.complete("p.a", run_step(runs, "a"), "w1", out("x"), "logs/a", "tail", 1.0)
+    copy = Runs.from_dict(runs.to_dict())
+    assert copy.to_dict() == runs.to_dict()
+    assert copy.tasks["p.a"].outputs[0].key == "k/x"
+    assert copy.runs["p"].spec.step("b").retry.limit == 2
+
+
+@pytest.mark.parametrize("steps", ["    - {name: a, run: 'm:f'}\n"])
+def test_single_step_pipeline(steps):
+    runs = Runs()
+    run, _ = submit(runs, steps)
+    runs.complete("p.a", run_step(runs, "a"), "w1", [], "", "", 1.0)
+    assert run.phase is RunPhase.SUCCEEDED
