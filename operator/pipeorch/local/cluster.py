@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,15 +28,40 @@ T = TypeVar("T")
 LOOPBACK_TIMING = {"min_timeout": 0.4, "max_timeout": 0.8, "append_entries_period": 0.05}
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports free right now; all sockets are held until every port is chosen (no repeats)."""
+    """Ports free right now, for servers started a moment later.
+
+    They come from below the kernel's ephemeral range: a port picked by binding port 0 comes
+    from that range, and can be taken by any outgoing connection in the gap between picking it
+    and the server binding it. Random picks keep concurrent runs apart.
+    """
+    low = 10000
+    high = _ephemeral_range()[0] - 1
+    rng = random.SystemRandom()
+    chosen: list[int] = []
     sockets = []
     try:
-        for _ in range(count):
+        while len(chosen) < count:
+            port = rng.randint(low, high)
+            if port in chosen:
+                continue
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
+            chosen.append(port)
+        return chosen
     finally:
         for s in sockets:
             s.close()
