@@ -159,6 +159,26 @@ class ControlPlaneSettings(BaseSettings):
         None, description="File holding the Raft password; wins over `raft_password`."
     )
     raft: RaftTiming = Field(default_factory=RaftTiming, description="Raft timing and batching.")
+    task_lease: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a worker holds a task without renewing it (heartbeats renew). A "
+        "worker that stops renewing loses the task back to Ready (infrastructure failure).",
+    )
+    scheduler_tick: float = Field(
+        0.1,
+        gt=0,
+        description="The leader plans on every applied change, and at least this often (for "
+        "retry backoffs and lease expiries).",
+    )
+    latency_ms: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Round trips between regions, `{region: {other: ms}}` (the CloudRegion "
+        "`latencyMs`); placement uses them to run steps near their inputs.",
+    )
+    bandwidth_mbps: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Bandwidth between regions, `{region: {other: Mbit/s}}`."
+    )
     liveness_check_period: float = Field(
         0.25, gt=0, description="How often the leader looks for workers that missed heartbeats."
     )

@@ -1,4 +1,4 @@
-"""gRPC servicers: parse the request, call the core through the Raft node, map errors to codes.
+"""gRPC servicers: parse the request, call the service, map errors to status codes.
 
 Any replica serves every RPC. Writes are proposed through Raft (a follower forwards them to the
 leader) and answered once applied on this replica; without a quorum the answer is UNAVAILABLE
@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 import grpc
 
+from pipeorch.controlplane import views
 from pipeorch.controlplane.metrics import Metrics
+from pipeorch.controlplane.service import ControlPlane
 from pipeorch.core import state as core
-from pipeorch.core.workers import Worker, WorkerStatus, check_worker_id, validate_registration
-from pipeorch.errors import InvalidInput, NotFound, PipeorchError, Unavailable
-from pipeorch.raft.node import RaftNode
+from pipeorch.core.runs import Outcome
+from pipeorch.core.workers import check_worker_id, validate_registration
+from pipeorch.errors import Conflict, InvalidInput, NotFound, PipeorchError, Unavailable
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 
@@ -33,12 +35,11 @@ Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
 _CODES: dict[type[PipeorchError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
-_STATUS_PB = {
-    WorkerStatus.ONLINE: pb.WORKER_STATUS_ONLINE,
-    WorkerStatus.OFFLINE: pb.WORKER_STATUS_OFFLINE,
-}
+#: The longest an AcquireTask long-poll is held.
+MAX_ACQUIRE_WAIT = 30.0
 
 
 def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -58,22 +59,18 @@ def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
-def worker_pb(worker: Worker) -> pb.WorkerInfo:
-    return pb.WorkerInfo(
-        worker_id=worker.worker_id,
-        region=worker.region,
-        address=worker.address,
-        status=_STATUS_PB[worker.status],
-        heartbeat_interval_seconds=worker.heartbeat_interval,
-        registered_at=worker.registered_at,
-        last_heartbeat=worker.last_heartbeat,
-        labels=worker.labels,
-    )
+def _ref(request_task: pb.TaskRef) -> tuple[str, int]:
+    if not request_task.task_id:
+        raise InvalidInput("task.task_id", "is required")
+    if request_task.attempt < 1:
+        raise InvalidInput("task.attempt", "must be at least 1")
+    return request_task.task_id, request_task.attempt
 
 
 class WorkerService(pb_grpc.WorkerServiceServicer):
-    def __init__(self, node: RaftNode, metrics: Metrics, node_id: str) -> None:
-        self._node = node
+    def __init__(self, control: ControlPlane, metrics: Metrics, node_id: str) -> None:
+        self._control = control
+        self._node = control.node
         self._metrics = metrics
         self._node_id = node_id
 
@@ -85,13 +82,13 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             request.address,
             request.heartbeat_interval_seconds,
             dict(request.labels),
+            request.slots or 1,
         )
         result = await self._node.awrite(core.register_worker_cmd(registration, time.time()))
-        _raise_if_rejected(result)
         verb = "re-registered" if result.reregistered else "registered"
         log.info("worker %s %s in %s", registration.worker_id, verb, registration.region)
         return pb.RegisterResponse(
-            worker=worker_pb(result.worker),
+            worker=views.worker_pb(result.worker),
             served_by=self._node_id,
             leader=self._node.last_leader() or "",
             reregistered=result.reregistered,
@@ -102,7 +99,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
         check_worker_id(request.worker_id)
-        result = await self._node.awrite(core.heartbeat_cmd(request.worker_id, time.time()))
+        running = {ref.task_id: ref.attempt for ref in request.running}
+        cmd = core.heartbeat_cmd(request.worker_id, time.time(), running, self._control.task_lease)
+        result = await self._node.awrite(cmd)
         if isinstance(result, core.Rejected):
             raise NotFound(f"{result.reason}: register first")
         if result.came_back:
@@ -110,22 +109,109 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             self._metrics.workers_back_online.labels(region).inc()
             log.info("worker %s is back online", request.worker_id)
         return pb.HeartbeatResponse(
-            status=_STATUS_PB[result.status],
+            status=views.STATUS_PB[result.status],
             served_by=self._node_id,
             leader=self._node.last_leader() or "",
         )
 
+    @rpc
+    async def AcquireTask(
+        self, request: pb.AcquireTaskRequest, context: Context
+    ) -> pb.AcquireTaskResponse:
+        check_worker_id(request.worker_id)
+        if not self._node.read(lambda s: request.worker_id in s.workers):
+            raise NotFound(f"worker {request.worker_id!r} is not registered: register first")
+        wait = min(max(request.wait_seconds, 0.0), MAX_ACQUIRE_WAIT)
+        work = await self._control.acquire(request.worker_id, wait)
+        if work is None:
+            return pb.AcquireTaskResponse()
+        return pb.AcquireTaskResponse(task=views.assignment_pb(work))
+
+    @rpc
+    async def CompleteTask(
+        self, request: pb.CompleteTaskRequest, context: Context
+    ) -> pb.CompleteTaskResponse:
+        check_worker_id(request.worker_id)
+        ref, attempt = _ref(request.task)
+        step = ref.rsplit(".", 1)[-1]
+        outputs = [views.artifact_from_pb(o, step) for o in request.outputs]
+        outcome: Outcome = await self._control.complete(
+            request.worker_id, ref, attempt, outputs, request.log_key, request.log_tail
+        )
+        self._metrics.count_report("complete", outcome.accepted)
+        return pb.CompleteTaskResponse(accepted=outcome.accepted, reason=outcome.reason)
+
+    @rpc
+    async def FailTask(self, request: pb.FailTaskRequest, context: Context) -> pb.FailTaskResponse:
+        check_worker_id(request.worker_id)
+        ref, attempt = _ref(request.task)
+        failure = views.FAILURE_FROM_PB.get(request.failure_class)
+        if failure is None:
+            raise InvalidInput("failure_class", "must be APPLICATION or INFRASTRUCTURE")
+        outcome: Outcome = await self._control.fail(
+            request.worker_id,
+            ref,
+            attempt,
+            failure,
+            request.message,
+            request.log_key,
+            request.log_tail,
+        )
+        self._metrics.count_report("fail", outcome.accepted)
+        return pb.FailTaskResponse(
+            accepted=outcome.accepted, reason=outcome.reason, will_retry=outcome.will_retry
+        )
+
 
 class ControlService(pb_grpc.ControlServiceServicer):
-    def __init__(self, node: RaftNode) -> None:
-        self._node = node
+    def __init__(self, control: ControlPlane) -> None:
+        self._control = control
+        self._node = control.node
+
+    @rpc
+    async def SubmitPipeline(
+        self, request: pb.SubmitPipelineRequest, context: Context
+    ) -> pb.SubmitPipelineResponse:
+        view, created = await self._control.submit(request.manifest, request.submission_key)
+        return pb.SubmitPipelineResponse(pipeline=views.run_pb(view), created=created)
+
+    @rpc
+    async def GetPipeline(
+        self, request: pb.GetPipelineRequest, context: Context
+    ) -> pb.PipelineStatus:
+        return views.run_pb(self._control.get(request.name))
+
+    @rpc
+    async def ListPipelines(
+        self, request: pb.ListPipelinesRequest, context: Context
+    ) -> pb.ListPipelinesResponse:
+        return pb.ListPipelinesResponse(
+            pipelines=[views.run_pb(v) for v in self._control.list_runs()]
+        )
+
+    @rpc
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
+        tasks = self._control.tasks(request.pipeline or None)
+        return pb.ListTasksResponse(tasks=[views.task_pb(t) for t in tasks])
+
+    @rpc
+    async def CancelPipeline(
+        self, request: pb.CancelPipelineRequest, context: Context
+    ) -> pb.CancelPipelineResponse:
+        return pb.CancelPipelineResponse(
+            pipeline=views.run_pb(await self._control.cancel(request.name))
+        )
 
     @rpc
     async def ClusterState(
         self, request: pb.ClusterStateRequest, context: Context
     ) -> pb.ClusterStateResponse:
         status = self._node.status()
-        workers = self._node.read(lambda s: [worker_pb(w) for _, w in sorted(s.workers.items())])
+        workers = self._node.read(
+            lambda s: [views.worker_pb(w) for _, w in sorted(s.workers.items())]
+        )
         return pb.ClusterStateResponse(
             node_id=status.node_id,
             raft_state=status.state,
@@ -147,15 +233,8 @@ class ControlService(pb_grpc.ControlServiceServicer):
         )
 
 
-def _raise_if_rejected(result: object) -> None:
-    if isinstance(result, core.Rejected):
-        raise InvalidInput("request", result.reason)
-
-
-def add_services(server: grpc.aio.Server, node: RaftNode, metrics: Metrics, node_id: str) -> None:
-    # AcquireTask, CompleteTask, FailTask and the pipeline RPCs keep the generated base's
-    # UNIMPLEMENTED answer until the task state machine lands; the stubs mark them abstract.
-    worker_service = WorkerService(node, metrics, node_id)  # type: ignore[abstract]
-    control_service = ControlService(node)  # type: ignore[abstract]
-    pb_grpc.add_WorkerServiceServicer_to_server(worker_service, server)
-    pb_grpc.add_ControlServiceServicer_to_server(control_service, server)
+def add_services(
+    server: grpc.aio.Server, control: ControlPlane, metrics: Metrics, node_id: str
+) -> None:
+    pb_grpc.add_WorkerServiceServicer_to_server(WorkerService(control, metrics, node_id), server)
+    pb_grpc.add_ControlServiceServicer_to_server(ControlService(control), server)

@@ -5,17 +5,93 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeorch.controlplane.metrics import Metrics
+from pipeorch.controlplane.service import ControlPlane, RunView
+from pipeorch.core.runs import Task
+from pipeorch.core.spec import InvalidPipeline
 from pipeorch.core.state import State
-from pipeorch.raft.node import RaftNode
+from pipeorch.errors import Conflict, InvalidInput, NotFound, PipeorchError, Unavailable
+
+_HTTP_STATUS: dict[type[PipeorchError], int] = {
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
 
 
-def create_app(node: RaftNode, metrics: Metrics, region: str) -> FastAPI:
+def _error_body(error: PipeorchError) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": type(error).__name__, "message": str(error)}
+    if isinstance(error, InvalidPipeline):
+        body["errors"] = [{"field": e.path, "message": e.message} for e in error.errors]
+    elif isinstance(error, InvalidInput):
+        body["errors"] = [{"field": error.field, "message": error.problem}]
+    return body
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    data = task.to_dict()
+    data.pop("depends_on", None)
+    data["dependsOn"] = task.depends_on
+    return data
+
+
+def run_json(view: RunView) -> dict[str, Any]:
+    run = view.run
+    return {
+        "name": run.name,
+        "phase": run.phase.value,
+        "progress": view.progress,
+        "message": run.message,
+        "submittedAt": run.submitted_at,
+        "startedAt": view.started_at,
+        "finishedAt": run.finished_at,
+        "submissionKey": run.submission_key,
+        "tasks": [task_json(t) for t in view.tasks],
+    }
+
+
+def create_app(control: ControlPlane, metrics: Metrics, region: str) -> FastAPI:
     app = FastAPI(title="pipeline-orchestrator control plane", docs_url="/docs")
+    node = control.node
+
+    @app.exception_handler(PipeorchError)
+    async def _pipeorch_error(request: Request, error: PipeorchError) -> JSONResponse:
+        status = next((c for kind, c in _HTTP_STATUS.items() if isinstance(error, kind)), 500)
+        return JSONResponse(_error_body(error), status_code=status)
+
+    @app.post("/pipelines", status_code=201)
+    async def submit(request: Request, response: Response) -> dict[str, Any]:
+        """Submit a Pipeline document (YAML or JSON body). 201 when created, 200 when a
+        pipeline of that name already existed (nothing new runs)."""
+        key = request.headers.get("x-submission-key", "")
+        view, created = await control.submit(await request.body(), key)
+        response.status_code = 201 if created else 200
+        return run_json(view)
+
+    @app.get("/pipelines")
+    def pipelines() -> list[dict[str, Any]]:
+        return [run_json(v) for v in control.list_runs()]
+
+    @app.get("/pipelines/{name}")
+    def pipeline(name: str) -> dict[str, Any]:
+        return run_json(control.get(name))
+
+    @app.get("/pipelines/{name}/tasks")
+    def pipeline_tasks(name: str) -> list[dict[str, Any]]:
+        return [task_json(t) for t in control.tasks(name)]
+
+    @app.post("/pipelines/{name}/cancel")
+    async def cancel(name: str) -> dict[str, Any]:
+        return run_json(await control.cancel(name))
+
+    @app.get("/tasks/{ref}")
+    def task(ref: str) -> dict[str, Any]:
+        return task_json(control.task(ref))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

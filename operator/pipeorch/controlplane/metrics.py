@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pipeorch.core.runs import TaskPhase
 from pipeorch.core.state import State
 from pipeorch.core.workers import WorkerStatus
 from pipeorch.raft.node import RaftNode
@@ -52,6 +53,17 @@ class Metrics:
             ["region"],
             registry=self.registry,
         )
+
+        self.task_reports = Counter(
+            "task_reports",
+            "Completions and failures reported through this replica, by whether they were "
+            "applied or ignored as stale or duplicate.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+
+    def count_report(self, kind: str, accepted: bool) -> None:
+        self.task_reports.labels(kind, "applied" if accepted else "ignored").inc()
 
     def observe_commit(self, seconds: float, commands: int) -> None:
         self.commit_latency.observe(seconds)
@@ -95,6 +107,7 @@ class _RaftCollector(Collector):
             peers.add_metric([peer.node_id], int(peer.connected))
         yield peers
         yield self._workers()
+        yield from self._node.read(_task_families)
 
     def _workers(self) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
@@ -104,6 +117,29 @@ class _RaftCollector(Collector):
         for (region, status), count in sorted(counts.items()):
             family.add_metric([region, status], count)
         return family
+
+
+def _task_families(state: State) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    phases = GaugeMetricFamily("tasks", "Tasks by phase.", labels=["phase"])
+    counts: dict[str, int] = dict.fromkeys((p.value for p in TaskPhase), 0)
+    for task in state.runs.tasks.values():
+        counts[task.phase.value] += 1
+    for phase, count in counts.items():
+        phases.add_metric([phase], count)
+    failures = CounterMetricFamily(
+        "task_failures",
+        "Failed attempts by class: application failures spend the retry budget, "
+        "infrastructure failures (worker lost, lease expired, storage down) do not.",
+        labels=["class"],
+    )
+    for failure_class, count in sorted(state.runs.failures.items()):
+        failures.add_metric([failure_class], count)
+    stale = CounterMetricFamily(
+        "task_stale_reports",
+        "Completions or failures ignored because they named a stale or finished attempt.",
+        value=state.runs.stale_reports,
+    )
+    return [phases, failures, stale]
 
 
 def _count_workers(state: State) -> dict[tuple[str, str], int]:

@@ -14,6 +14,10 @@ from pipeorch.controlplane.grpc_api import add_services
 from pipeorch.controlplane.http_api import create_app
 from pipeorch.controlplane.liveness import LivenessMonitor
 from pipeorch.controlplane.metrics import Metrics
+from pipeorch.controlplane.scheduler import Scheduler
+from pipeorch.controlplane.service import ChangeFeed, ControlPlane
+from pipeorch.core.placement import Topology
+from pipeorch.errors import ConfigError
 from pipeorch.raft.node import RaftNode
 from pipeorch.settings import ControlPlaneSettings
 
@@ -32,16 +36,24 @@ async def serve(settings: ControlPlaneSettings) -> None:
     metrics = Metrics()
     node = RaftNode(settings, observe_commit=metrics.observe_commit)
     metrics.watch(node)
+    feed = ChangeFeed(loop)
+    node.on_apply(feed.notify_threadsafe)
+    control = ControlPlane(node, feed, settings.task_lease)
+    topology = Topology.from_matrix(settings.latency_ms, settings.bandwidth_mbps)
+    scheduler = Scheduler(node, feed, topology, settings.task_lease, settings.scheduler_tick)
 
     grpc_server = grpc.aio.server()
-    add_services(grpc_server, node, metrics, settings.node_id)
-    grpc_server.add_insecure_port(settings.grpc_listen)
+    add_services(grpc_server, control, metrics, settings.node_id)
+    try:
+        grpc_server.add_insecure_port(settings.grpc_listen)
+    except RuntimeError as e:  # grpc raises when the address cannot be bound
+        raise ConfigError(f"cannot listen for gRPC on {settings.grpc_listen}: {e}") from e
     await grpc_server.start()
 
     host, port = settings.http_listen.rsplit(":", 1)
     http = uvicorn.Server(
         uvicorn.Config(
-            create_app(node, metrics, settings.region),
+            create_app(control, metrics, settings.region),
             host=host,
             port=int(port),
             log_config=None,
@@ -52,6 +64,7 @@ async def serve(settings: ControlPlaneSettings) -> None:
     liveness = asyncio.create_task(
         LivenessMonitor(node, metrics, settings.liveness_check_period).run()
     )
+    scheduling = asyncio.create_task(scheduler.run())
     http_task = asyncio.create_task(http.serve())
     log.info(
         "control plane %s up: raft %s, grpc %s, http %s",
@@ -66,8 +79,9 @@ async def serve(settings: ControlPlaneSettings) -> None:
     log.info("control plane %s stopping", settings.node_id)
     http.should_exit = True
     liveness.cancel()
+    scheduling.cancel()
     stop_wait.cancel()
     await grpc_server.stop(grace=1.0)
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(http_task, liveness, return_exceptions=True)
+        await asyncio.gather(http_task, liveness, scheduling, return_exceptions=True)
     node.destroy()

@@ -248,6 +248,16 @@ class Runs:
             return True
         return task.phase is TaskPhase.RETRYING and task.not_before <= now
 
+    def start(self, ref: str, attempt: int, worker_id: str, now: float, lease: float) -> bool:
+        """The worker took its scheduled attempt: Scheduled -> Running. Only once."""
+        task = self.tasks.get(ref)
+        if task is None or task.phase is not TaskPhase.SCHEDULED:
+            return False
+        if not task.is_current(attempt, worker_id):
+            return False
+        task.phase, task.started_at, task.lease_expires_at = TaskPhase.RUNNING, now, now + lease
+        return True
+
     def renew(self, worker_id: str, attempts: dict[str, int], now: float, lease: float) -> int:
         """Heartbeat of a worker naming its running attempts: Scheduled -> Running, lease on."""
         renewed = 0

@@ -206,6 +206,13 @@ def fail_task_cmd(
     )
 
 
+def start_task_cmd(
+    task_ref: str, attempt: int, worker_id: str, now: float, lease: float
+) -> Command:
+    """The worker took the task: Scheduled -> Running."""
+    return ("task.start/1", (task_ref, attempt, worker_id, now, lease))
+
+
 def expire_leases_cmd(task_refs: tuple[str, ...], now: float) -> Command:
     return ("task.expire/1", (tuple(task_refs), now))
 
@@ -285,6 +292,10 @@ def _fail(state: State, args: tuple[Any, ...]) -> Outcome:
     )
 
 
+def _start(state: State, args: tuple[Any, ...]) -> bool:
+    return state.runs.start(*args)
+
+
 def _expire(state: State, args: tuple[Any, ...]) -> list[str]:
     return state.runs.expire_leases(*args)
 
@@ -304,6 +315,7 @@ _HANDLERS: dict[str, Callable[[State, tuple[Any, ...]], Any]] = {
     "pipeline.submit/1": _submit,
     "pipeline.cancel/1": _cancel,
     "task.assign/1": _assign,
+    "task.start/1": _start,
     "task.complete/1": _complete,
     "task.fail/1": _fail,
     "task.expire/1": _expire,

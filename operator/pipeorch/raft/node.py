@@ -82,11 +82,15 @@ class _Machine(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self.lock = threading.Lock()
         self.state = core.State()
+        self.listeners: list[Callable[[], None]] = []
 
     @replicated(ver=0)  # type: ignore[untyped-decorator]
     def apply_batch(self, commands: list[core.Command]) -> list[Any]:
         with self.lock:
-            return core.apply_batch(self.state, commands)
+            results = core.apply_batch(self.state, commands)
+        for listener in self.listeners:
+            listener()
+        return results
 
     # Dumps hold plain data, not pickled classes, so renaming a class never breaks a dump.
     def _serialize(self) -> dict[str, Any]:
@@ -255,6 +259,11 @@ class RaftNode:
         return Unavailable(f"write not committed: {reason}", self.last_leader())
 
     # ---- reads ----------------------------------------------------------------------------
+
+    def on_apply(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every applied batch, on the Raft thread: it must not block
+        (hand over with ``loop.call_soon_threadsafe``)."""
+        self._machine.listeners.append(listener)
 
     def read(self, query: Callable[[core.State], T]) -> T:
         """Run ``query`` against the state as applied on this replica."""

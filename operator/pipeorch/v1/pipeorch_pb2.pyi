@@ -92,6 +92,7 @@ class RegisterRequest(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable across restarts of the same worker: DNS-1123 label, at most 63 characters."""
     region: _builtins.str
@@ -100,6 +101,8 @@ class RegisterRequest(_message.Message):
     """Where the worker can be reached (informational; workers pull, they are never dialled)."""
     heartbeat_interval_seconds: _builtins.float
     """How often the worker will heartbeat; the leader marks it offline after 3 missed intervals."""
+    slots: _builtins.int
+    """Steps the worker runs at once (default 1)."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels (capabilities, pool, version)."""
@@ -112,10 +115,11 @@ class RegisterRequest(_message.Message):
         address: _builtins.str = ...,
         heartbeat_interval_seconds: _builtins.float = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        slots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "labels", b"labels", "region", b"region", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "labels", b"labels", "region", b"region", "slots", b"slots", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -234,6 +238,7 @@ class WorkerInfo(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     region: _builtins.str
     address: _builtins.str
@@ -242,6 +247,7 @@ class WorkerInfo(_message.Message):
     registered_at: _builtins.float
     """Unix seconds."""
     last_heartbeat: _builtins.float
+    slots: _builtins.int
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -255,10 +261,11 @@ class WorkerInfo(_message.Message):
         registered_at: _builtins.float = ...,
         last_heartbeat: _builtins.float = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        slots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "labels", b"labels", "last_heartbeat", b"last_heartbeat", "region", b"region", "registered_at", b"registered_at", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "labels", b"labels", "last_heartbeat", b"last_heartbeat", "region", b"region", "registered_at", b"registered_at", "slots", b"slots", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -576,6 +583,11 @@ class TaskStatus(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     ESTIMATED_TRANSFER_SECONDS_FIELD_NUMBER: _builtins.int
     LOG_KEY_FIELD_NUMBER: _builtins.int
+    LOG_TAIL_FIELD_NUMBER: _builtins.int
+    APP_FAILURES_FIELD_NUMBER: _builtins.int
+    INFRA_FAILURES_FIELD_NUMBER: _builtins.int
+    SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    READY_AT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     pipeline: _builtins.str
     step: _builtins.str
@@ -589,6 +601,11 @@ class TaskStatus(_message.Message):
     failure_class: Global___FailureClass.ValueType
     estimated_transfer_seconds: _builtins.float
     log_key: _builtins.str
+    log_tail: _builtins.str
+    app_failures: _builtins.int
+    infra_failures: _builtins.int
+    scheduled_at: _builtins.float
+    ready_at: _builtins.float
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArtifactRef]: ...
     def __init__(
@@ -608,10 +625,15 @@ class TaskStatus(_message.Message):
         outputs: _abc.Iterable[Global___ArtifactRef] | None = ...,
         estimated_transfer_seconds: _builtins.float = ...,
         log_key: _builtins.str = ...,
+        log_tail: _builtins.str = ...,
+        app_failures: _builtins.int = ...,
+        infra_failures: _builtins.int = ...,
+        scheduled_at: _builtins.float = ...,
+        ready_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "estimated_transfer_seconds", b"estimated_transfer_seconds", "failure_class", b"failure_class", "finished_at", b"finished_at", "log_key", b"log_key", "message", b"message", "outputs", b"outputs", "phase", b"phase", "pipeline", b"pipeline", "region", b"region", "started_at", b"started_at", "step", b"step", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_failures", b"app_failures", "attempt", b"attempt", "estimated_transfer_seconds", b"estimated_transfer_seconds", "failure_class", b"failure_class", "finished_at", b"finished_at", "infra_failures", b"infra_failures", "log_key", b"log_key", "log_tail", b"log_tail", "message", b"message", "outputs", b"outputs", "phase", b"phase", "pipeline", b"pipeline", "ready_at", b"ready_at", "region", b"region", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "step", b"step", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,204 @@
+"""The control plane's operations, shared by the gRPC and HTTP adapters.
+
+Reads come from the state as applied on this replica and are returned as copies (views), so no
+caller ever holds a reference into state that the Raft thread mutates. Writes go through the
+Raft node and are answered once applied here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass
+
+from pipeorch.core import state as core
+from pipeorch.core.runs import Artifact, Outcome, Run, Task, TaskPhase, task_id
+from pipeorch.core.spec import Step, parse_pipeline, spec_json
+from pipeorch.errors import Conflict, NotFound
+from pipeorch.raft.node import RaftNode
+
+
+@dataclass(frozen=True)
+class RunView:
+    run: Run
+    tasks: list[Task]
+
+    @property
+    def progress(self) -> str:
+        done = sum(t.phase is TaskPhase.SUCCEEDED for t in self.tasks)
+        return f"{done}/{len(self.tasks)}"
+
+    @property
+    def started_at(self) -> float:
+        started = [t.started_at for t in self.tasks if t.started_at]
+        return min(started) if started else 0.0
+
+
+@dataclass(frozen=True)
+class Work:
+    """A task handed to a worker: the attempt, what to run, and where its inputs are."""
+
+    task: Task
+    step: Step
+    inputs: list[Artifact]
+
+
+class ChangeFeed:
+    """Wakes asyncio waiters after every applied batch (fed from the Raft thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self.version = 0
+
+    def notify_threadsafe(self) -> None:
+        self._loop.call_soon_threadsafe(self._bump)
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return once the version moved past ``seen``, or after ``timeout`` seconds."""
+        if self.version != seen or timeout <= 0:
+            return
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return
+
+
+def _copy_task(task: Task) -> Task:
+    return Task.from_dict(task.to_dict())
+
+
+def _copy_run(run: Run) -> Run:
+    return Run.from_dict(run.to_dict())
+
+
+def _view(state: core.State, name: str) -> RunView | None:
+    run = state.runs.runs.get(name)
+    if run is None:
+        return None
+    return RunView(_copy_run(run), [_copy_task(t) for t in state.runs.tasks_of(name)])
+
+
+class ControlPlane:
+    def __init__(self, node: RaftNode, feed: ChangeFeed, task_lease: float) -> None:
+        self.node = node
+        self.feed = feed
+        self.task_lease = task_lease
+
+    # ---- pipelines ------------------------------------------------------------------------
+
+    async def submit(self, manifest: str | bytes, key: str = "") -> tuple[RunView, bool]:
+        """Validate and submit; the same name twice runs once. A different key is a conflict."""
+        pipeline = parse_pipeline(manifest)
+        key = key or pipeline.metadata.uid or ""
+        cmd = core.submit_pipeline_cmd(pipeline.name, key, spec_json(pipeline), time.time())
+        run, created = await self.node.awrite(cmd)
+        if not created and key and run.submission_key and run.submission_key != key:
+            raise Conflict(
+                f"pipeline {pipeline.name!r} already exists from another submission "
+                f"(key {run.submission_key!r}); cancel or rename it"
+            )
+        return self.get(pipeline.name), created
+
+    def get(self, name: str) -> RunView:
+        view = self.node.read(lambda s: _view(s, name))
+        if view is None:
+            raise NotFound(f"pipeline {name!r} does not exist")
+        return view
+
+    def list_runs(self) -> list[RunView]:
+        def views(state: core.State) -> list[RunView]:
+            return [v for name in sorted(state.runs.runs) if (v := _view(state, name))]
+
+        return self.node.read(views)
+
+    def tasks(self, pipeline: str | None = None) -> list[Task]:
+        if pipeline:
+            return self.get(pipeline).tasks
+        return [t for view in self.list_runs() for t in view.tasks]
+
+    def task(self, ref: str) -> Task:
+        task = self.node.read(lambda s: _copy_task(t) if (t := s.runs.tasks.get(ref)) else None)
+        if task is None:
+            raise NotFound(f"task {ref!r} does not exist")
+        return task
+
+    async def cancel(self, name: str) -> RunView:
+        result = await self.node.awrite(core.cancel_pipeline_cmd(name, time.time()))
+        if isinstance(result, core.Rejected):
+            raise NotFound(result.reason)
+        return self.get(name)
+
+    # ---- workers --------------------------------------------------------------------------
+
+    async def acquire(self, worker_id: str, wait: float) -> Work | None:
+        """Long-poll for a task scheduled on ``worker_id``; mark it Running and return it."""
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            seen = self.feed.version
+            scheduled = self.node.read(lambda s: _first_scheduled(s, worker_id))
+            if scheduled is not None:
+                ref, attempt = scheduled
+                cmd = core.start_task_cmd(ref, attempt, worker_id, time.time(), self.task_lease)
+                if await self.node.awrite(cmd):
+                    return self.node.read(functools.partial(_work, ref=ref))
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await self.feed.wait(seen, remaining)
+
+    async def complete(
+        self,
+        worker_id: str,
+        ref: str,
+        attempt: int,
+        outputs: list[dict[str, object]],
+        log_key: str,
+        log_tail: str,
+    ) -> Outcome:
+        cmd = core.complete_task_cmd(
+            ref, attempt, worker_id, outputs, log_key, log_tail, time.time()
+        )
+        outcome: Outcome = await self.node.awrite(cmd)
+        return outcome
+
+    async def fail(
+        self,
+        worker_id: str,
+        ref: str,
+        attempt: int,
+        failure: str,
+        message: str,
+        log_key: str,
+        log_tail: str,
+    ) -> Outcome:
+        cmd = core.fail_task_cmd(
+            ref, attempt, worker_id, failure, message, log_key, log_tail, time.time()
+        )
+        outcome: Outcome = await self.node.awrite(cmd)
+        return outcome
+
+
+def _first_scheduled(state: core.State, worker_id: str) -> tuple[str, int] | None:
+    for task in state.runs.assigned_to(worker_id):
+        if task.phase is TaskPhase.SCHEDULED:
+            return task.task_id, task.attempt
+    return None
+
+
+def _work(state: core.State, ref: str) -> Work:
+    task = state.runs.tasks[ref]
+    step = state.runs.runs[task.pipeline].step_spec(task.step)
+    inputs = []
+    for source, name in step.input_refs():
+        producer = state.runs.tasks[task_id(task.pipeline, source)]
+        inputs += [Artifact.from_dict(a.to_dict()) for a in producer.outputs if a.name == name]
+    return Work(_copy_task(task), step, inputs)
