@@ -157,3 +157,13 @@ def test_single_step_pipeline(steps):
     run, _ = submit(runs, steps)
     runs.complete("p.a", run_step(runs, "a"), "w1", [], "", "", 1.0)
     assert run.phase is RunPhase.SUCCEEDED
+
+
+def test_start_happens_once_per_attempt():
+    runs = Runs()
+    submit(runs, CHAIN)
+    attempt = run_step(runs, "a")
+    assert not runs.start("p.a", attempt, "w2", 1.5, LEASE)  # not its worker
+    assert runs.start("p.a", attempt, "w1", 1.5, LEASE)
+    assert not runs.start("p.a", attempt, "w1", 1.6, LEASE)  # already running
+    assert runs.tasks["p.a"].started_at == 1.5
