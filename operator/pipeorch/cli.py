@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 from pydantic import ValidationError
 
 from pipeorch import __version__, logs
-from pipeorch.errors import ConfigError
+from pipeorch.errors import ConfigError, PipeorchError
 from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
 
 
@@ -73,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--heartbeat-interval", type=float, metavar="SECONDS")
     wk.add_argument("--http", dest="http_listen", metavar="HOST:PORT")
     wk.add_argument("--state-dir")
+    wk.add_argument("--slots", type=int, help="steps run at once")
+    wk.add_argument(
+        "--store-endpoint",
+        metavar="HOST:PORT",
+        help="S3/MinIO endpoint for artifacts; credentials come only from "
+        "PIPEORCH_WORKER_STORE_ACCESS_KEY and PIPEORCH_WORKER_STORE_SECRET_KEY",
+    )
+    wk.add_argument("--store-bucket")
+    wk.add_argument("--store-region", help="region the object store is in")
+    wk.add_argument("--work-dir", help="scratch space for step attempts")
+    wk.add_argument(
+        "--code-path", action="append", help="directory put on PYTHONPATH for steps (repeat)"
+    )
     wk.add_argument("--log-json", action="store_true", default=None)
     wk.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -86,7 +100,60 @@ def _parser() -> argparse.ArgumentParser:
 
     cl = sub.add_parser("cluster", help="show a replica's view of Raft and the workers")
     cl.add_argument("--control-plane", default="127.0.0.1:7100", metavar="HOST:PORT")
+
+    def client_parser(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "--control-plane",
+            action="append",
+            metavar="HOST:PORT",
+            help="a replica's gRPC address (repeat; default $PIPEORCH_CONTROL_PLANE, "
+            "comma-separated, else 127.0.0.1:7100)",
+        )
+        return p
+
+    sb = client_parser("submit", "submit a Pipeline file (YAML or JSON; - for stdin)")
+    sb.add_argument("file", type=Path)
+    sb.add_argument("--wait", action="store_true", help="follow progress until it finishes")
+    gt = client_parser("get", "list pipelines or tasks")
+    gt.add_argument("kind", choices=["pipelines", "pipeline", "tasks", "task"])
+    gt.add_argument("pipeline", nargs="?", help="only this pipeline's tasks")
+    gt.add_argument("-o", "--output", choices=["table", "wide", "json"], default="table")
+    ds = client_parser("describe", "a pipeline's tasks, where they ran, and its outputs")
+    ds.add_argument("kind", choices=["pipeline"])
+    ds.add_argument("name")
+    lg = client_parser("logs", "a step's log")
+    lg.add_argument("pipeline")
+    lg.add_argument("step")
+    cn = client_parser("cancel", "cancel a pipeline")
+    cn.add_argument("pipeline")
     return parser
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from pipeorch import console
+
+    client = console.Client(args.control_plane or console.default_addresses())
+    out = sys.stdout
+    try:
+        if args.command == "submit":
+            return console.submit(client, args.file, args.wait, out)
+        if args.command == "get":
+            kind = "pipelines" if args.kind.startswith("pipeline") else "tasks"
+            return console.get(client, kind, args.pipeline, args.output, out)
+        if args.command == "describe":
+            return console.describe(client, args.name, out)
+        if args.command == "logs":
+            return console.logs(client, args.pipeline, args.step, out)
+        return console.cancel(client, args.pipeline, out)
+    except grpc.RpcError as e:
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except (PipeorchError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
 
 
 def _controlplane_settings(args: argparse.Namespace) -> ControlPlaneSettings:
@@ -121,6 +188,12 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
             heartbeat_interval=args.heartbeat_interval,
             http_listen=args.http_listen,
             state_dir=args.state_dir,
+            slots=args.slots,
+            store_endpoint=args.store_endpoint,
+            store_bucket=args.store_bucket,
+            store_region=args.store_region,
+            work_dir=args.work_dir,
+            code_path=args.code_path,
             log_json=args.log_json,
             log_level=args.log_level,
         )
@@ -170,9 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"worker/{wk_settings.region}", wk_settings.log_level, wk_settings.log_json
             )
             asyncio.run(serve_worker(wk_settings))
+        elif args.command in ("submit", "get", "describe", "logs", "cancel"):
+            return _client_command(args)
         elif args.command == "local":
-            from pathlib import Path
-
             from pipeorch.local.up import up
 
             return up(Path(args.workdir), sys.stdout, args.duration)

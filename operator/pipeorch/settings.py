@@ -234,5 +234,26 @@ class WorkerSettings(BaseSettings):
     )
     http_listen: HostPort = Field("127.0.0.1:0", description="HTTP (/healthz) address.")
     state_dir: Path = Field(Path("./worker-state"), description="Where the worker id is kept.")
+    slots: int = Field(1, ge=0, le=256, description="Steps run at once.")
+    acquire_wait: float = Field(
+        20.0, gt=0, le=30, description="Seconds one AcquireTask long-poll may wait."
+    )
+    store_endpoint: str | None = Field(
+        None,
+        description="S3/MinIO endpoint HOST:PORT for artifacts. Without one the worker takes "
+        "no tasks (it registers with 0 slots).",
+    )
+    store_access_key: SecretStr | None = Field(None, description="Object store access key.")
+    store_secret_key: SecretStr | None = Field(None, description="Object store secret key.")
+    store_bucket: str = Field("pipeorch", description="Bucket for artifacts and logs.")
+    store_secure: bool = Field(False, description="Use HTTPS to reach the object store.")
+    store_region: str | None = Field(
+        None, description="Region the object store is in (default: the worker's region)."
+    )
+    work_dir: Path = Field(Path("./worker-work"), description="Scratch space, one dir per attempt.")
+    code_path: list[Path] = Field(
+        default_factory=list,
+        description="Directories put on PYTHONPATH for steps (where `run:` callables live).",
+    )
     log_json: bool = Field(False, description="Log one JSON object per line.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -17,6 +18,13 @@ import grpc
 from pipeorch.settings import WorkerSettings
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
+from pipeorch_worker.runner import (
+    APPLICATION,
+    Attempt,
+    AttemptResult,
+    InputArtifact,
+    StepRunner,
+)
 
 if TYPE_CHECKING:
     from pipeorch.v1.pipeorch_pb2_grpc import WorkerServiceAsyncStub
@@ -58,11 +66,18 @@ class AgentStatus:
     last_heartbeat_ok: float | None = None
     failovers: int = 0
     errors: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    completed: int = 0
+    failed: int = 0
 
 
 class WorkerAgent:
-    def __init__(self, settings: WorkerSettings, address: str = "") -> None:
+    def __init__(
+        self, settings: WorkerSettings, address: str = "", runner: StepRunner | None = None
+    ) -> None:
         self._settings = settings
+        self._runner = runner
+        self._running: dict[str, Attempt] = {}
         worker_id = settings.worker_id or stable_worker_id(settings.state_dir, settings.region)
         self.status = AgentStatus(worker_id=worker_id, region=settings.region)
         self._address = address
@@ -110,6 +125,7 @@ class WorkerAgent:
             region=self._settings.region,
             address=self._address,
             heartbeat_interval_seconds=self._settings.heartbeat_interval,
+            slots=self._settings.slots if self._runner else 0,
         )
         response = await self._call(lambda stub, t: stub.Register(request, timeout=t))
         self.status.registered = self.status.online = True
@@ -119,7 +135,12 @@ class WorkerAgent:
         return response
 
     async def heartbeat(self) -> pb.HeartbeatResponse:
-        request = pb.HeartbeatRequest(worker_id=self.worker_id)
+        request = pb.HeartbeatRequest(
+            worker_id=self.worker_id,
+            running=[
+                pb.TaskRef(task_id=a.task_id, attempt=a.attempt) for a in self._running.values()
+            ],
+        )
         try:
             response = await self._call(lambda stub, t: stub.Heartbeat(request, timeout=t))
         except grpc.aio.AioRpcError as e:
@@ -136,10 +157,124 @@ class WorkerAgent:
 
     async def run(self) -> None:
         await self._until_ok(self.register)
-        interval = self._settings.heartbeat_interval
+        loops = [self._heartbeats()]
+        if self._runner is not None:
+            loops += [self._work(slot) for slot in range(self._settings.slots)]
+        else:
+            log.warning(
+                "worker %s has no artifact store configured: it takes no tasks", self.worker_id
+            )
+        await asyncio.gather(*loops)
+
+    async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._settings.heartbeat_interval)
             await self._until_ok(self.heartbeat, attempts=1)
+
+    # ---- running tasks --------------------------------------------------------------------
+
+    async def _work(self, slot: int) -> None:
+        assert self._runner is not None
+        while True:
+            try:
+                attempt = await self.acquire()
+            except (NoReplicaAnswered, grpc.aio.AioRpcError) as e:
+                log.warning("worker %s: acquire failed: %s", self.worker_id, e)
+                await asyncio.sleep(min(self._settings.heartbeat_interval, 1.0))
+                continue
+            if attempt is None:
+                continue
+            self._running[attempt.task_id] = attempt
+            self.status.running = sorted(self._running)
+            log.info(
+                "worker %s runs %s (attempt %d)", self.worker_id, attempt.task_id, attempt.attempt
+            )
+            try:
+                result = await self._runner.run(attempt)
+                await self._report(attempt, result)
+            finally:
+                self._running.pop(attempt.task_id, None)
+                self.status.running = sorted(self._running)
+
+    async def acquire(self) -> Attempt | None:
+        wait = self._settings.acquire_wait
+        request = pb.AcquireTaskRequest(worker_id=self.worker_id, wait_seconds=wait)
+        try:
+            response = await self._call(lambda stub, t: stub.AcquireTask(request, timeout=wait + t))
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            await self.register()
+            return None
+        if not response.HasField("task"):
+            return None
+        return attempt_from_pb(response.task)
+
+    async def _report(self, attempt: Attempt, result: AttemptResult) -> None:
+        """Report the outcome until a replica takes it: a lost report would rerun the step.
+
+        Reports are idempotent (they name the attempt), so repeating one is always safe."""
+        ref = pb.TaskRef(task_id=attempt.task_id, attempt=attempt.attempt)
+        if result.ok:
+            request: pb.CompleteTaskRequest | pb.FailTaskRequest = pb.CompleteTaskRequest(
+                worker_id=self.worker_id,
+                task=ref,
+                outputs=[
+                    pb.ArtifactRef(
+                        name=o.name,
+                        key=o.key,
+                        size_bytes=o.size,
+                        sha256=o.sha256,
+                        region=self._store_region,
+                    )
+                    for o in result.outputs
+                ],
+                log_key=result.log_key,
+                log_tail=result.log_tail,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+            )
+        else:
+            request = pb.FailTaskRequest(
+                worker_id=self.worker_id,
+                task=ref,
+                failure_class=(
+                    pb.FAILURE_CLASS_APPLICATION
+                    if result.failure_class == APPLICATION
+                    else pb.FAILURE_CLASS_INFRASTRUCTURE
+                ),
+                message=result.message,
+                exit_code=result.exit_code,
+                log_key=result.log_key,
+                log_tail=result.log_tail,
+            )
+        while True:
+            try:
+                accepted, reason = await self._send(request)
+                break
+            except NoReplicaAnswered as e:
+                log.warning(
+                    "worker %s: report of %s pending: %s", self.worker_id, attempt.task_id, e
+                )
+                await asyncio.sleep(min(self._settings.heartbeat_interval, 1.0))
+        if result.ok:
+            self.status.completed += 1
+        else:
+            self.status.failed += 1
+        verdict = "accepted" if accepted else f"ignored ({reason})"
+        outcome = "succeeded" if result.ok else f"failed ({result.message})"
+        log.info("worker %s: %s %s; report %s", self.worker_id, attempt.task_id, outcome, verdict)
+
+    async def _send(self, request: pb.CompleteTaskRequest | pb.FailTaskRequest) -> tuple[bool, str]:
+        if isinstance(request, pb.CompleteTaskRequest):
+            completed = await self._call(lambda stub, t: stub.CompleteTask(request, timeout=t))
+            return completed.accepted, completed.reason
+        failed = await self._call(lambda stub, t: stub.FailTask(request, timeout=t))
+        return failed.accepted, failed.reason
+
+    @property
+    def _store_region(self) -> str:
+        return self._settings.store_region or self._settings.region
 
     async def _until_ok(self, step: Callable[[], Awaitable[object]], attempts: int = 0) -> None:
         """Run ``step``; on failure log and retry (forever when ``attempts`` is 0)."""
@@ -160,3 +295,22 @@ class WorkerAgent:
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close(grace=None)
+
+
+def attempt_from_pb(task: pb.TaskAssignment) -> Attempt:
+    return Attempt(
+        task_id=task.task_id,
+        attempt=task.attempt,
+        pipeline=task.pipeline,
+        step=task.step,
+        run=task.run,
+        command=list(task.command),
+        params=json.loads(task.params_json or "{}"),
+        inputs=[
+            InputArtifact(step=a.step, name=a.name, key=a.key, size=a.size_bytes, sha256=a.sha256)
+            for a in task.inputs
+        ],
+        outputs=list(task.outputs),
+        timeout=task.timeout_seconds or 3600.0,
+        output_prefix=task.output_prefix,
+    )

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 
 from pipeorch.settings import WorkerSettings
 from pipeorch_worker.agent import WorkerAgent
+from pipeorch_worker.runner import StepRunner
+from pipeorch_worker.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,28 @@ def create_app(agent: WorkerAgent, heartbeat_interval: float) -> FastAPI:
     return app
 
 
+def build_runner(settings: WorkerSettings) -> StepRunner | None:
+    """A step runner over the configured object store, or None when there is none."""
+    if not settings.store_endpoint:
+        return None
+    store = ArtifactStore(
+        settings.store_endpoint,
+        settings.store_access_key.get_secret_value() if settings.store_access_key else "",
+        settings.store_secret_key.get_secret_value() if settings.store_secret_key else "",
+        settings.store_bucket,
+        secure=settings.store_secure,
+    )
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    return StepRunner(store, settings.work_dir, settings.code_path)
+
+
 async def serve(settings: WorkerSettings) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
 
-    agent = WorkerAgent(settings, address=settings.http_listen)
+    agent = WorkerAgent(settings, address=settings.http_listen, runner=build_runner(settings))
     host, port = settings.http_listen.rsplit(":", 1)
     http = uvicorn.Server(
         uvicorn.Config(

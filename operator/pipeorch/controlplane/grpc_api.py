@@ -82,7 +82,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             request.address,
             request.heartbeat_interval_seconds,
             dict(request.labels),
-            request.slots or 1,
+            request.slots,
         )
         result = await self._node.awrite(core.register_worker_cmd(registration, time.time()))
         verb = "re-registered" if result.reregistered else "registered"

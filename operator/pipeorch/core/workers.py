@@ -36,7 +36,7 @@ class Worker:
     last_heartbeat: float
     status: WorkerStatus = WorkerStatus.ONLINE
     labels: dict[str, str] = field(default_factory=dict)
-    #: Steps the worker runs at once.
+    #: Steps the worker runs at once (0: it takes none, e.g. no artifact store configured).
     slots: int = 1
 
     @property
@@ -111,8 +111,8 @@ def validate_registration(
     labels = dict(labels or {})
     if len(labels) > _MAX_LABELS:
         raise InvalidInput("labels", f"at most {_MAX_LABELS} labels, got {len(labels)}")
-    if not 1 <= slots <= 256:
-        raise InvalidInput("slots", f"must be between 1 and 256, got {slots}")
+    if not 0 <= slots <= 256:
+        raise InvalidInput("slots", f"must be between 0 and 256, got {slots}")
     return Registration(worker_id, region, address, float(heartbeat_interval), labels, slots)
 
 

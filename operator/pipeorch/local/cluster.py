@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from pipeorch.local.tools import find as find_tool
 
 T = TypeVar("T")
 
@@ -137,6 +140,25 @@ class Replica(Proc):
 
 
 @dataclass
+class ObjectStore(Proc):
+    """A MinIO server; its credentials are generated per cluster and passed by environment."""
+
+    address: str = ""
+    console: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    bucket: str = "pipeorch"
+    region: str = "local"
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "PIPEORCH_WORKER_STORE_ACCESS_KEY": self.access_key,
+            "PIPEORCH_WORKER_STORE_SECRET_KEY": self.secret_key,
+        }
+
+
+@dataclass
 class Worker(Proc):
     region: str = "local"
     http: str = ""
@@ -153,8 +175,14 @@ class LocalCluster:
         regions: list[str] | None = None,
         timing: dict[str, float] | None = None,
         log_level: str = "INFO",
+        store_region: str | None = None,
+        code_path: list[Path] | None = None,
     ) -> None:
+        """``store_region``: also run a MinIO server (in that region) and let workers run steps;
+        ``code_path``: directories where steps' ``run:`` callables are found."""
         self.workdir = workdir
+        self.code_path = code_path or []
+        self.store = self._object_store(store_region) if store_region else None
         self.timing = timing or LOOPBACK_TIMING
         self.log_level = log_level
         regions = regions or ["local"] * replicas
@@ -196,8 +224,40 @@ class LocalCluster:
         ]  # fmt: skip
         return argv
 
+    def _object_store(self, region: str) -> ObjectStore:
+        address, console = (f"127.0.0.1:{p}" for p in free_ports(2))
+        store = ObjectStore(
+            name="minio",
+            argv=[],
+            log_path=self.workdir / "minio.log",
+            address=address,
+            console=console,
+            access_key="pipeorch-" + secrets.token_hex(4),
+            secret_key=secrets.token_urlsafe(24),
+            region=region,
+        )
+        store.argv = [
+            str(find_tool("minio")), "server", str(self.workdir / "minio-data"),
+            "--address", address, "--console-address", console, "--quiet",
+        ]  # fmt: skip
+        store.env = {
+            "MINIO_ROOT_USER": store.access_key,
+            "MINIO_ROOT_PASSWORD": store.secret_key,
+            "MINIO_BROWSER_REDIRECT": "off",
+        }
+        return store
+
+    def start_store(self) -> None:
+        store = self.store
+        assert store is not None
+        store.start()
+        live = f"http://{store.address}/minio/health/live"
+        wait_until(lambda: self._http.get(live).status_code == 200, 30, what="MinIO live")
+
     def start(self, wait: bool = True) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.store is not None:
+            self.start_store()
         for replica in self.replicas.values():
             replica.start()
         if wait:
@@ -216,6 +276,7 @@ class LocalCluster:
         worker_id: str | None = None,
         heartbeat: float = 0.5,
         replicas: list[str] | None = None,
+        slots: int = 1,
     ) -> Worker:
         """Start a worker; ``replicas`` orders the control-plane replicas it talks to."""
         name = worker_id or f"w{len(self.workers)}-{region}"
@@ -239,6 +300,17 @@ class LocalCluster:
         ]  # fmt: skip
         if worker_id:
             worker.argv += ["--worker-id", worker_id]
+        if self.store is not None:
+            worker.argv += [
+                "--slots", str(slots),
+                "--store-endpoint", self.store.address,
+                "--store-bucket", self.store.bucket,
+                "--store-region", self.store.region,
+                "--work-dir", str(self.workdir / f"worker-{name}" / "work"),
+            ]  # fmt: skip
+            for path in self.code_path:
+                worker.argv += ["--code-path", str(path)]
+            worker.env = self.store.worker_env
         for node_id in order:
             worker.argv += ["--control-plane", self.replicas[node_id].grpc]
         self.workers[name] = worker
@@ -248,6 +320,8 @@ class LocalCluster:
     def stop(self) -> None:
         for proc in [*self.workers.values(), *self.replicas.values()]:
             proc.kill(signal.SIGTERM)
+        if self.store is not None:
+            self.store.kill(signal.SIGTERM)
         self._http.close()
 
     def __enter__(self) -> LocalCluster:

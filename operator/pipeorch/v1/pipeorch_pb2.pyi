@@ -102,7 +102,7 @@ class RegisterRequest(_message.Message):
     heartbeat_interval_seconds: _builtins.float
     """How often the worker will heartbeat; the leader marks it offline after 3 missed intervals."""
     slots: _builtins.int
-    """Steps the worker runs at once (default 1)."""
+    """Steps the worker runs at once; 0 (the default) takes no tasks."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels (capabilities, pool, version)."""

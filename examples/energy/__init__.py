@@ -1,0 +1,1 @@
+"""The energy example's steps (run by workers as `energy.steps:...`)."""

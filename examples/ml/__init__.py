@@ -1,0 +1,1 @@
+"""The ML example's steps (run by workers as `ml.steps:...`)."""

@@ -1,0 +1,239 @@
+"""Runs one attempt of a step: fetch inputs, run in a subprocess with a timeout, keep outputs.
+
+Outputs and the log are written under an attempt-scoped prefix, so a retried or duplicated
+attempt never overwrites what another attempt committed; only the committed attempt's keys are
+ever handed to downstream steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeorch_worker.sdk import StepContext
+from pipeorch_worker.store import ArtifactCorrupt, ArtifactStore, StorageUnavailable
+
+APPLICATION = "application"
+INFRASTRUCTURE = "infrastructure"
+LOG_TAIL_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    step: str
+    name: str
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    task_id: str
+    attempt: int
+    pipeline: str
+    step: str
+    run: str
+    command: list[str]
+    params: dict[str, object]
+    inputs: list[InputArtifact]
+    outputs: list[str]
+    timeout: float
+    output_prefix: str
+
+
+@dataclass(frozen=True)
+class OutputArtifact:
+    name: str
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class AttemptResult:
+    ok: bool
+    failure_class: str = ""
+    message: str = ""
+    exit_code: int = 0
+    outputs: list[OutputArtifact] = field(default_factory=list)
+    log_key: str = ""
+    log_tail: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+class StepRunner:
+    def __init__(self, store: ArtifactStore, work_dir: Path, code_path: list[Path]) -> None:
+        self._store = store
+        self._work_dir = work_dir
+        self._code_path = code_path
+
+    async def run(self, attempt: Attempt) -> AttemptResult:
+        scratch = self._work_dir / f"{attempt.task_id}-{attempt.attempt}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        (scratch / "outputs").mkdir(parents=True)
+        log_path = scratch / "log.txt"
+        started = time.time()
+        result = await self._run_in(scratch, log_path, attempt)
+        result.started_at, result.finished_at = started, time.time()
+        result.log_tail = _tail(log_path)
+        result.log_key = await self._keep_log(attempt, log_path)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return result
+
+    async def _run_in(self, scratch: Path, log_path: Path, attempt: Attempt) -> AttemptResult:
+        try:
+            inputs = await asyncio.to_thread(self._fetch_inputs, scratch / "inputs", attempt)
+        except (StorageUnavailable, ArtifactCorrupt) as e:
+            return AttemptResult(ok=False, failure_class=INFRASTRUCTURE, message=str(e))
+        context = StepContext(
+            pipeline=attempt.pipeline,
+            step=attempt.step,
+            task_id=attempt.task_id,
+            attempt=attempt.attempt,
+            params=attempt.params,
+            inputs=inputs,
+            outputs={name: scratch / "outputs" / name for name in attempt.outputs},
+            output_dir=scratch / "outputs",
+        )
+        await asyncio.to_thread((scratch / "context.json").write_text, context.to_json())
+        exit_code, timed_out = await self._execute(scratch, log_path, attempt, context)
+        if timed_out:
+            return AttemptResult(
+                ok=False,
+                failure_class=APPLICATION,
+                message=f"timed out after {attempt.timeout:g}s",
+                exit_code=exit_code,
+            )
+        if exit_code != 0:
+            last = _last_line(log_path)
+            return AttemptResult(
+                ok=False,
+                failure_class=APPLICATION,
+                message=f"exit code {exit_code}" + (f": {last}" if last else ""),
+                exit_code=exit_code,
+            )
+        missing = [name for name, path in context.outputs.items() if not path.is_file()]
+        if missing:
+            return AttemptResult(
+                ok=False,
+                failure_class=APPLICATION,
+                message=f"step did not write its declared outputs: {', '.join(missing)}",
+            )
+        try:
+            outputs = await asyncio.to_thread(self._keep_outputs, attempt, context)
+        except StorageUnavailable as e:
+            return AttemptResult(ok=False, failure_class=INFRASTRUCTURE, message=str(e))
+        return AttemptResult(ok=True, outputs=outputs)
+
+    def _fetch_inputs(self, directory: Path, attempt: Attempt) -> dict[str, Path]:
+        paths = {}
+        for artifact in attempt.inputs:
+            path = directory / artifact.step / artifact.name
+            self._store.get_file(artifact.key, path, artifact.size, artifact.sha256)
+            paths[f"{artifact.step}/{artifact.name}"] = path
+        return paths
+
+    def _keep_outputs(self, attempt: Attempt, context: StepContext) -> list[OutputArtifact]:
+        kept = []
+        for name, path in context.outputs.items():
+            stored = self._store.put_file(attempt.output_prefix + name, path)
+            kept.append(OutputArtifact(name, stored.key, stored.size, stored.sha256))
+        return kept
+
+    async def _keep_log(self, attempt: Attempt, log_path: Path) -> str:
+        if not await asyncio.to_thread(log_path.exists):
+            return ""
+        key = attempt.output_prefix + "log.txt"
+        try:
+            await asyncio.to_thread(self._store.put_file, key, log_path)
+        except StorageUnavailable:
+            return ""  # the tail still reaches the status
+        return key
+
+    async def _execute(
+        self, scratch: Path, log_path: Path, attempt: Attempt, context: StepContext
+    ) -> tuple[int, bool]:
+        if attempt.run:
+            argv = [sys.executable, "-m", "pipeorch_worker.step_main", attempt.run, "context.json"]
+        else:
+            argv = list(attempt.command)
+        env = self._environment(attempt, context, scratch)
+        with log_path.open("ab") as log:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=scratch,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # a process group of its own: the timeout kills it all
+                )
+            except OSError as e:
+                log.write(f"pipeorch: cannot start {argv[0]!r}: {e}\n".encode())
+                return 127, False
+            try:
+                return await asyncio.wait_for(process.wait(), attempt.timeout), False
+            except TimeoutError:
+                _kill_group(process.pid)
+                await process.wait()
+                log.write(f"\npipeorch: killed after {attempt.timeout:g}s timeout\n".encode())
+                return -9, True
+            except asyncio.CancelledError:
+                _kill_group(process.pid)
+                raise
+
+    def _environment(self, attempt: Attempt, context: StepContext, scratch: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        path = [str(p) for p in self._code_path] + [env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+        env.update(
+            {
+                "PIPEORCH_PIPELINE": attempt.pipeline,
+                "PIPEORCH_STEP": attempt.step,
+                "PIPEORCH_TASK_ID": attempt.task_id,
+                "PIPEORCH_ATTEMPT": str(attempt.attempt),
+                "PIPEORCH_PARAMS": json.dumps(attempt.params, sort_keys=True),
+                "PIPEORCH_CONTEXT": str(scratch / "context.json"),
+                "PIPEORCH_OUTPUT_DIR": str(context.output_dir),
+            }
+        )
+        for ref, path_ in context.inputs.items():
+            env[f"PIPEORCH_INPUT_{_env_name(ref)}"] = str(path_)
+        for name, path_ in context.outputs.items():
+            env[f"PIPEORCH_OUTPUT_{_env_name(name)}"] = str(path_)
+        return env
+
+
+def _env_name(ref: str) -> str:
+    """``gen/readings.csv`` -> ``GEN__READINGS_CSV``."""
+    return re.sub(r"[^A-Z0-9]", "_", ref.upper().replace("/", "__"))
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(path: Path) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+        return f.read().decode(errors="replace")
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in _tail(path).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
