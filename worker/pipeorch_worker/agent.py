@@ -25,6 +25,7 @@ from pipeorch_worker.runner import (
     InputArtifact,
     StepRunner,
 )
+from pipeorch_worker.store import StorageUnavailable
 
 if TYPE_CHECKING:
     from pipeorch.v1.pipeorch_pb2_grpc import WorkerServiceAsyncStub
@@ -159,6 +160,7 @@ class WorkerAgent:
         await self._until_ok(self.register)
         loops = [self._heartbeats()]
         if self._runner is not None:
+            await self._store_ready(self._runner)
             loops += [self._work(slot) for slot in range(self._settings.slots)]
         else:
             log.warning(
@@ -172,6 +174,16 @@ class WorkerAgent:
             await self._until_ok(self.heartbeat, attempts=1)
 
     # ---- running tasks --------------------------------------------------------------------
+
+    async def _store_ready(self, runner: StepRunner) -> None:
+        """Take no task before the object store answers (and has the bucket)."""
+        while True:
+            try:
+                await runner.prepare()
+                return
+            except StorageUnavailable as e:
+                log.warning("worker %s waits for the object store: %s", self.worker_id, e)
+                await asyncio.sleep(1.0)
 
     async def _work(self, slot: int) -> None:
         assert self._runner is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -77,6 +78,10 @@ class StepRunner:
         self._store = store
         self._work_dir = work_dir
         self._code_path = code_path
+
+    async def prepare(self) -> None:
+        """Make sure the bucket exists (raises StorageUnavailable while the store is down)."""
+        await asyncio.to_thread(self._store.ensure_bucket)
 
     async def run(self, attempt: Attempt) -> AttemptResult:
         scratch = self._work_dir / f"{attempt.task_id}-{attempt.attempt}"
@@ -179,6 +184,7 @@ class StepRunner:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,  # a process group of its own: the timeout kills it all
+                    preexec_fn=_die_with_parent,
                 )
             except OSError as e:
                 log.write(f"pipeorch: cannot start {argv[0]!r}: {e}\n".encode())
@@ -219,6 +225,20 @@ class StepRunner:
 def _env_name(ref: str) -> str:
     """``gen/readings.csv`` -> ``GEN__READINGS_CSV``."""
     return re.sub(r"[^A-Z0-9]", "_", ref.upper().replace("/", "__"))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the step's process, before exec: get SIGKILL when the worker dies.
+
+    The step runs in a session of its own (so a timeout can kill its whole group), which also
+    shields it from the signals that end the worker; without this a SIGKILLed worker would
+    leave its step running, and the step's effects would happen after its attempt was lost.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _kill_group(pid: int) -> None:

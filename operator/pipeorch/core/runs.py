@@ -26,6 +26,17 @@ from pipeorch.core import dag
 from pipeorch.core.spec import PipelineSpec, Step
 
 MAX_INFRA_FAILURES = 20
+#: After an infrastructure failure a task is retried at once; after further ones it waits
+#: 0.5 s, 1 s, 2 s ... up to 10 s, so an outage of the object store does not burn through
+#: MAX_INFRA_FAILURES in a second.
+INFRA_BACKOFF_SECONDS = 0.5
+INFRA_BACKOFF_MAX = 10.0
+
+
+def infra_delay(failures: int) -> float:
+    if failures <= 1:
+        return 0.0
+    return float(min(INFRA_BACKOFF_MAX, INFRA_BACKOFF_SECONDS * 2 ** (failures - 2)))
 
 
 class TaskPhase(StrEnum):
@@ -244,9 +255,7 @@ class Runs:
         return True
 
     def is_assignable(self, task: Task, now: float) -> bool:
-        if task.phase is TaskPhase.READY:
-            return True
-        return task.phase is TaskPhase.RETRYING and task.not_before <= now
+        return task.phase in (TaskPhase.READY, TaskPhase.RETRYING) and task.not_before <= now
 
     def start(self, ref: str, attempt: int, worker_id: str, now: float, lease: float) -> bool:
         """The worker took its scheduled attempt: Scheduled -> Running. Only once."""
@@ -387,7 +396,8 @@ class Runs:
         if failure is FailureClass.INFRASTRUCTURE:
             task.infra_failures += 1
             if task.infra_failures <= MAX_INFRA_FAILURES:
-                task.phase, task.ready_at, task.not_before = TaskPhase.READY, now, now
+                task.phase, task.ready_at = TaskPhase.READY, now
+                task.not_before = now + infra_delay(task.infra_failures)
                 return Outcome(accepted=True, will_retry=True)
             message = f"{message} (gave up after {MAX_INFRA_FAILURES} infrastructure failures)"
         else:

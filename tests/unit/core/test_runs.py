@@ -90,9 +90,12 @@ def test_application_failures_retry_with_backoff_then_fail_and_skip_downstream()
 def test_infrastructure_failures_do_not_spend_the_retry_budget():
     runs = Runs()
     submit(runs, CHAIN)
-    for _ in range(5):
-        attempt = run_step(runs, "a")
-        outcome = runs.fail("p.a", attempt, "w1", FailureClass.INFRASTRUCTURE, "s3 down", "", "", 1)
+    for i in range(5):
+        now = 100.0 * i  # past any backoff
+        attempt = run_step(runs, "a", now=now)
+        outcome = runs.fail(
+            "p.a", attempt, "w1", FailureClass.INFRASTRUCTURE, "s3 down", "", "", now
+        )
         assert outcome.will_retry
     task = runs.tasks["p.a"]
     assert (task.phase, task.app_failures, task.infra_failures) == (TaskPhase.READY, 0, 5)
@@ -167,3 +170,19 @@ def test_start_happens_once_per_attempt():
     assert runs.start("p.a", attempt, "w1", 1.5, LEASE)
     assert not runs.start("p.a", attempt, "w1", 1.6, LEASE)  # already running
     assert runs.tasks["p.a"].started_at == 1.5
+
+
+def test_repeated_infrastructure_failures_back_off():
+    runs = Runs()
+    submit(runs, CHAIN)
+    delays = []
+    now = 0.0
+    for _ in range(6):
+        ref = "p.a"
+        while not runs.assign(ref, "w1", "aws", now, LEASE, 0):
+            now += 0.25
+        runs.fail(
+            ref, runs.tasks[ref].attempt, "w1", FailureClass.INFRASTRUCTURE, "down", "", "", now
+        )
+        delays.append(runs.tasks[ref].not_before - now)
+    assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]

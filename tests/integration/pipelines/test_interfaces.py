@@ -1,0 +1,99 @@
+"""The HTTP API and the CLI commands over a running system."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+
+from .conftest import EXAMPLES, PipelineCluster
+
+PIPEORCH = [sys.executable, "-m", "pipeorch.cli"]
+
+
+def cli(p: PipelineCluster, *args: str, env: dict[str, str] | None = None):
+    addresses = [r.grpc for r in p.cluster.replicas.values()]
+    return subprocess.run(
+        [*PIPEORCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIPEORCH_CONTROL_PLANE": ",".join(addresses), **(env or {})},
+    )
+
+
+def test_submit_wait_get_describe_logs(pipelines: PipelineCluster):
+    result = cli(pipelines, "submit", str(EXAMPLES / "energy-pipeline.yaml"), "--wait")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pipeline/energy-report submitted"
+    assert any("generate" in line and "Running" in line and " on " in line for line in lines)
+    assert lines[-1].startswith("pipeline/energy-report Succeeded in ")
+
+    again = cli(pipelines, "submit", str(EXAMPLES / "energy-pipeline.yaml"))
+    assert again.stdout.strip() == "pipeline/energy-report already exists (not run again)"
+
+    tasks = cli(pipelines, "get", "tasks", "-o", "wide").stdout.splitlines()
+    assert tasks[0].split()[:7] == [
+        "PIPELINE",
+        "STEP",
+        "PHASE",
+        "REGION",
+        "WORKER",
+        "ATTEMPT",
+        "AGE",
+    ]
+    assert [row.split()[1:3] for row in tasks[1:]] == [
+        ["generate", "Succeeded"],
+        ["analyze", "Succeeded"],
+        ["report", "Succeeded"],
+    ]
+    pipelines_table = cli(pipelines, "get", "pipelines").stdout.splitlines()
+    assert pipelines_table[1].split()[:3] == ["energy-report", "Succeeded", "3/3"]
+
+    described = cli(pipelines, "describe", "pipeline", "energy-report").stdout
+    assert "Phase:     Succeeded" in described
+    assert "report/energy_report.csv" in described
+
+    tail = cli(pipelines, "logs", "energy-report", "analyze").stdout
+    assert "plant-b: 168 readings, 2 anomalies" in tail
+    store = pipelines.cluster.store
+    full = cli(
+        pipelines,
+        "logs",
+        "energy-report",
+        "report",
+        env={
+            "PIPEORCH_STORE_ENDPOINT": store.address,
+            "PIPEORCH_STORE_ACCESS_KEY": store.access_key,
+            "PIPEORCH_STORE_SECRET_KEY": store.secret_key,
+        },
+    ).stdout
+    assert full.strip() == "report written: 3 sites, largest consumer plant-c"
+
+
+def test_http_pipeline_api(pipelines: PipelineCluster):
+    base = f"http://{pipelines.cluster.replicas['cp-1'].http}"
+    manifest = (EXAMPLES / "energy-pipeline.yaml").read_text()
+    created = httpx.post(f"{base}/pipelines", content=manifest, timeout=10)
+    assert created.status_code == 201
+    assert created.json()["name"] == "energy-report"
+    assert httpx.post(f"{base}/pipelines", content=manifest, timeout=10).status_code == 200
+    pipelines.wait_finished("energy-report")
+
+    run = httpx.get(f"{base}/pipelines/energy-report", timeout=10).json()
+    assert (run["phase"], run["progress"]) == ("Succeeded", "3/3")
+    tasks = httpx.get(f"{base}/pipelines/energy-report/tasks", timeout=10).json()
+    assert [t["step"] for t in tasks] == ["generate", "analyze", "report"]
+    one = httpx.get(f"{base}/tasks/energy-report.analyze", timeout=10).json()
+    assert one["dependsOn"] == ["generate"]
+    assert one["outputs"][0]["name"] == "summary.json"
+
+    missing = httpx.get(f"{base}/pipelines/nope", timeout=10)
+    assert missing.status_code == 404
+    bad = httpx.post(f"{base}/pipelines", content="kind: Pipeline\n", timeout=10)
+    assert bad.status_code == 422
+    fields = {e["field"] for e in bad.json()["errors"]}
+    assert {"apiVersion", "metadata", "spec"} <= fields
