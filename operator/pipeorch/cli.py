@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--grpc", dest="grpc_listen", metavar="HOST:PORT")
     cp.add_argument("--http", dest="http_listen", metavar="HOST:PORT")
     cp.add_argument("--data-dir", help="where the Raft journal and dump are kept")
+    cp.add_argument("--store-endpoint", metavar="HOST:PORT", help="artifact store, for /healthz")
     cp.add_argument("--raft-password-file", help="file with the shared Raft secret")
     cp.add_argument("--raft-min-timeout", type=float, help="election timeout floor, seconds")
     cp.add_argument("--raft-max-timeout", type=float, help="election timeout ceiling, seconds")
@@ -171,6 +172,7 @@ def _controlplane_settings(args: argparse.Namespace) -> ControlPlaneSettings:
             grpc_listen=args.grpc_listen,
             http_listen=args.http_listen,
             data_dir=args.data_dir,
+            store_endpoint=args.store_endpoint,
             raft_password_file=args.raft_password_file,
             log_json=args.log_json,
             log_level=args.log_level,

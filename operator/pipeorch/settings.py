@@ -179,6 +179,11 @@ class ControlPlaneSettings(BaseSettings):
     bandwidth_mbps: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Bandwidth between regions, `{region: {other: Mbit/s}}`."
     )
+    store_endpoint: str | None = Field(
+        None,
+        description="The artifact store's HOST:PORT, checked by /healthz (the control plane "
+        "never reads artifacts; it holds no store credentials).",
+    )
     liveness_check_period: float = Field(
         0.25, gt=0, description="How often the leader looks for workers that missed heartbeats."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -55,7 +56,20 @@ def run_json(view: RunView) -> dict[str, Any]:
     }
 
 
-def create_app(control: ControlPlane, metrics: Metrics, region: str) -> FastAPI:
+async def _store_health(endpoint: str | None) -> str:
+    if not endpoint:
+        return "not configured"
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            response = await client.get(f"http://{endpoint}/minio/health/live")
+    except httpx.HTTPError as e:
+        return f"unreachable ({type(e).__name__})"
+    return "ok" if response.status_code == 200 else f"unhealthy (HTTP {response.status_code})"
+
+
+def create_app(
+    control: ControlPlane, metrics: Metrics, region: str, store_endpoint: str | None = None
+) -> FastAPI:
     app = FastAPI(title="pipeline-orchestrator control plane", docs_url="/docs")
     node = control.node
 
@@ -94,9 +108,18 @@ def create_app(control: ControlPlane, metrics: Metrics, region: str) -> FastAPI:
         return task_json(control.task(ref))
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        """The process is up and its Raft node is ticking."""
-        return {"status": "ok", "node": node.status().node_id}
+    async def healthz() -> dict[str, Any]:
+        """The process is up (always 200), with the state of each dependency."""
+        status = node.status()
+        return {
+            "status": "ok",
+            "node": status.node_id,
+            "dependencies": {
+                "quorum": "ok" if status.has_quorum else "unreachable",
+                "leader": status.leader_id or "none",
+                "object_store": await _store_health(store_endpoint),
+            },
+        }
 
     @app.get("/readyz")
     def readyz() -> Response:

@@ -53,7 +53,7 @@ async def serve(settings: ControlPlaneSettings) -> None:
     host, port = settings.http_listen.rsplit(":", 1)
     http = uvicorn.Server(
         uvicorn.Config(
-            create_app(control, metrics, settings.region),
+            create_app(control, metrics, settings.region, settings.store_endpoint),
             host=host,
             port=int(port),
             log_config=None,

@@ -203,6 +203,8 @@ class LocalCluster:
             )
         for replica in self.replicas.values():
             replica.argv = self._replica_argv(replica)
+            if self.store is not None:
+                replica.argv += ["--store-endpoint", self.store.address]
         self.workers: dict[str, Worker] = {}
         self._http = httpx.Client(timeout=2.0)
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from pipeorch.local.cluster import wait_until
@@ -135,6 +136,8 @@ def test_object_store_down_during_a_step_is_an_infrastructure_failure_retried_la
 
     failed = wait_until(infra_failed, 30, what="an infrastructure failure")
     assert failed.app_failures == 0
+    health = httpx.get(f"http://{pipelines.cluster.replicas['cp-2'].http}/healthz", timeout=5)
+    assert health.json()["dependencies"]["object_store"].startswith("unreachable")
     pipelines.cluster.start_store()
     status = pipelines.wait_finished("store-down", timeout=90)
     assert status.phase == "Succeeded"

@@ -91,6 +91,13 @@ def test_http_pipeline_api(pipelines: PipelineCluster):
     assert one["dependsOn"] == ["generate"]
     assert one["outputs"][0]["name"] == "summary.json"
 
+    health = httpx.get(f"{base}/healthz", timeout=10).json()
+    assert health["dependencies"] == {
+        "quorum": "ok",
+        "leader": pipelines.cluster.wait_for_leader(),
+        "object_store": "ok",
+    }
+
     missing = httpx.get(f"{base}/pipelines/nope", timeout=10)
     assert missing.status_code == 404
     bad = httpx.post(f"{base}/pipelines", content="kind: Pipeline\n", timeout=10)
