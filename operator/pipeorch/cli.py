@@ -93,7 +93,16 @@ def _parser() -> argparse.ArgumentParser:
 
     local = sub.add_parser("local", help="run the whole system as processes on this machine")
     local_sub = local.add_subparsers(dest="local_command", required=True)
-    lup = local_sub.add_parser("up", help="3 replicas (aws, gcp, azure) and 4 workers")
+    lup = local_sub.add_parser(
+        "up", help="3 replicas (aws, gcp, azure), 4 workers and MinIO; optionally run a pipeline"
+    )
+    lup.add_argument("--run", type=Path, metavar="FILE", help="submit this pipeline and follow it")
+    lup.add_argument(
+        "--code-path", action="append", type=Path, help="where steps' callables live (repeat)"
+    )
+    lup.add_argument(
+        "--no-store", action="store_true", help="no MinIO: workers register but take no tasks"
+    )
     lup.add_argument("--workdir", default=".pipeorch/local", help="logs and Raft data")
     lup.add_argument(
         "--for", dest="duration", type=float, metavar="SECONDS", help="stop after this long"
@@ -250,7 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "local":
             from pipeorch.local.up import up
 
-            return up(Path(args.workdir), sys.stdout, args.duration)
+            return up(
+                Path(args.workdir),
+                sys.stdout,
+                args.duration,
+                run=args.run,
+                code_path=args.code_path,
+                with_store=not args.no_store,
+            )
         elif args.command == "cluster":
             return _show_cluster(args.control_plane)
     except (ValidationError, ConfigError) as e:

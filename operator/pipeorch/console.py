@@ -75,7 +75,8 @@ def _task_row(t: pb.TaskStatus, now: float, wide: bool) -> list[str]:
     row = [t.pipeline, t.step, t.phase, t.region or "-", t.worker_id or "-", str(t.attempt)]
     row.append(_age(t.started_at or t.ready_at, now))
     if wide:
-        cost = f"{t.estimated_transfer_seconds:.3f}s" if t.estimated_transfer_seconds else "-"
+        estimate = t.estimated_transfer_seconds
+        cost = f"{estimate * 1000:.1f}ms" if estimate else "-"
         row += [cost, (t.message or "").replace("\n", " ")[:80]]
     return row
 

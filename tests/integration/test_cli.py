@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import psutil
@@ -13,11 +14,24 @@ from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 
 PIPEORCH = [sys.executable, "-m", "pipeorch.cli"]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_local_up_runs_three_regions_and_four_workers_then_leaves_nothing(tmp_path):
+def test_local_up_runs_three_regions_and_the_energy_example_then_leaves_nothing(tmp_path):
     result = subprocess.run(
-        [*PIPEORCH, "local", "up", "--workdir", str(tmp_path), "--for", "1"],
+        [
+            *PIPEORCH,
+            "local",
+            "up",
+            "--workdir",
+            str(tmp_path),
+            "--for",
+            "1",
+            "--run",
+            str(EXAMPLES / "energy-pipeline.yaml"),
+            "--code-path",
+            str(EXAMPLES),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -37,6 +51,13 @@ def test_local_up_runs_three_regions_and_four_workers_then_leaves_nothing(tmp_pa
     }
     assert "/raft" in out
     assert "/cluster" in out
+    assert "MinIO console http://127.0.0.1:" in out
+    assert "pipeline/energy-report Succeeded in " in out
+    assert "--- report/report.md ---" in out
+    assert "Largest consumer: **plant-c**." in out
+    env = (tmp_path / "env").read_text()
+    assert "PIPEORCH_STORE_SECRET_KEY=" in env
+    assert (tmp_path / "env").stat().st_mode & 0o077 == 0
     leftovers = [
         p.info["cmdline"]
         for p in psutil.process_iter(["cmdline"])
