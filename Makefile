@@ -45,12 +45,17 @@ fmt: sync ## Format and auto-fix with ruff
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
+# The binaries the tests and the demo run (built once into the cache; see `make tools`).
+RUNTIME_TOOLS := minio
+
 .PHONY: demo
-demo: sync ## Run the whole system on this machine: 3 replicas (aws, gcp, azure) + 4 workers
-	$(RUN) pipeorch local up
+demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO) and the energy pipeline
+	@bash tools/build.sh $(RUNTIME_TOOLS)
+	$(RUN) pipeorch local up --run examples/energy-pipeline.yaml
 
 .PHONY: test
 test: sync ## Run every test tier (unit, integration) with pytest
+	@bash tools/build.sh $(RUNTIME_TOOLS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -60,6 +65,16 @@ test-unit: sync ## Run only the unit tier
 .PHONY: bench
 bench: sync ## Benchmarks: results to bench/results/ and printed as a table
 	$(RUN) python -m bench.raft_bench $(BENCH_ARGS)
+
+TOOLS ?=
+
+.PHONY: tools
+tools: ## Build the pinned test binaries (MinIO, toxiproxy, etcd, Kubernetes, kwok, helm) into the cache outside the clone
+	@bash tools/build.sh $(TOOLS)
+
+.PHONY: tools-path
+tools-path: ## Print the directory of the built test binaries, to put on PATH
+	@echo "$${PIPEORCH_TOOLS_DIR:-$$HOME/.cache/pipeorch-tools}/bin/current"
 
 .PHONY: clean
 clean: ## Remove caches and build output

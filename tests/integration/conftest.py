@@ -10,15 +10,19 @@ import pytest
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 
+from ..conftest import failed
+
 
 @pytest.fixture
-def cluster(tmp_path) -> Iterator[LocalCluster]:
+def cluster(tmp_path, request) -> Iterator[LocalCluster]:
     """A fresh 3-replica control plane. On teardown, every live replica must hold the same
     state (equal digests at an equal revision) and none may have truncated an applied entry."""
     c = LocalCluster(tmp_path / "cluster")
     with c.logs_on_failure():
         c.start()
         yield c
+        if failed(request):
+            c.dump_logs()
         assert_replicas_agree(c)
     c.stop()
 

@@ -34,6 +34,8 @@ class LivenessMonitor:
                 await self.check(time.time())
             except Unavailable as e:
                 log.debug("liveness check skipped: %s", e)
+            except Exception:
+                log.exception("liveness check failed")
 
     async def check(self, now: float) -> list[str]:
         if not self._node.is_leader():

@@ -39,6 +39,10 @@ class Scheduler:
             except Unavailable as e:
                 log.debug("scheduling round skipped: %s", e)
                 busy = False
+            except Exception:
+                # A bug here must not stop scheduling for good: log it loudly and go on.
+                log.exception("scheduling round failed")
+                busy = False
             if not busy:
                 # Wake on the next applied change, or after a tick for backoffs and leases.
                 await self._feed.wait(seen, self._tick)

@@ -348,6 +348,7 @@ class LocalCluster:
         return [node_id for node_id, r in self.replicas.items() if r.running]
 
     def views(self) -> dict[str, dict[str, Any]]:
+        """The /raft view of every live replica that answers."""
         out = {}
         for node_id in self.live():
             with contextlib.suppress(httpx.HTTPError):
@@ -355,8 +356,10 @@ class LocalCluster:
         return out
 
     def leader(self) -> str | None:
-        """The leader every live replica that answers agrees on, if it says it leads."""
+        """The leader that every live replica names (all of them answering), if it leads."""
         views = self.views()
+        if len(views) != len(self.live()):
+            return None  # a replica still starting: callers may talk to it next
         leaders = {v["leader"] for v in views.values()}
         if len(leaders) != 1 or None in leaders:
             return None
@@ -385,11 +388,17 @@ class LocalCluster:
 
         return wait_until(converged, timeout, what="replicas converged on one revision")
 
+    def dump_logs(self, lines: int = 60) -> None:
+        procs: list[Proc] = [*self.replicas.values(), *self.workers.values()]
+        if self.store is not None:
+            procs.append(self.store)
+        for proc in procs:
+            sys.stderr.write(f"---- {proc.name} ----\n{proc.log_tail(lines)}\n")
+
     @contextlib.contextmanager
     def logs_on_failure(self) -> Iterator[None]:
         try:
             yield
         except BaseException:
-            for proc in [*self.replicas.values(), *self.workers.values()]:
-                sys.stderr.write(f"---- {proc.name} ----\n{proc.log_tail()}\n")
+            self.dump_logs()
             raise

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from pipeorch.console import Client
+from pipeorch.errors import Unavailable
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.v1 import pipeorch_pb2 as pb
-from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 from pipeorch_worker.store import ArtifactStore
 
+from ...conftest import failed
 from ..conftest import assert_replicas_agree
 
 REPO = Path(__file__).resolve().parents[3]
@@ -30,21 +31,27 @@ class PipelineCluster:
             cluster.store.secret_key,
             cluster.store.bucket,
         )
-        self._channel = grpc.insecure_channel(cluster.replicas["cp-0"].grpc)
-        self.control = pb_grpc.ControlServiceStub(self._channel)
+        # The CLI's client: it fails over to the next replica when one is down (tests kill some).
+        self.client = Client([r.grpc for r in cluster.replicas.values()], timeout=5)
 
     def submit(self, manifest: str) -> pb.SubmitPipelineResponse:
-        return self.control.SubmitPipeline(pb.SubmitPipelineRequest(manifest=manifest), timeout=10)
+        request = pb.SubmitPipelineRequest(manifest=manifest)
+        return self.client.call(lambda s, t: s.SubmitPipeline(request, timeout=t))
 
     def status(self, name: str) -> pb.PipelineStatus:
-        return self.control.GetPipeline(pb.GetPipelineRequest(name=name), timeout=10)
+        request = pb.GetPipelineRequest(name=name)
+        return self.client.call(lambda s, t: s.GetPipeline(request, timeout=t))
+
+    def list(self) -> list[pb.PipelineStatus]:
+        request = pb.ListPipelinesRequest()
+        return list(self.client.call(lambda s, t: s.ListPipelines(request, timeout=t)).pipelines)
 
     def wait_finished(self, name: str, timeout: float = 60) -> pb.PipelineStatus:
         def finished() -> pb.PipelineStatus | None:
             try:
                 status = self.status(name)
-            except grpc.RpcError:
-                return None  # e.g. cp-0 is the replica a test killed
+            except Unavailable:
+                return None  # no replica answered (an election under way)
             return status if status.phase in ("Succeeded", "Failed", "Cancelled") else None
 
         return wait_until(finished, timeout, interval=0.1, what=f"pipeline {name} finished")
@@ -55,11 +62,11 @@ class PipelineCluster:
         return self.store.get_bytes(artifact.key)
 
     def close(self) -> None:
-        self._channel.close()
+        self.client.close()
 
 
 @pytest.fixture
-def pipelines(tmp_path) -> Iterator[PipelineCluster]:
+def pipelines(tmp_path, request) -> Iterator[PipelineCluster]:
     cluster = LocalCluster(
         tmp_path / "cluster",
         regions=["aws", "gcp", "azure"],
@@ -74,5 +81,7 @@ def pipelines(tmp_path) -> Iterator[PipelineCluster]:
         harness = PipelineCluster(cluster)
         yield harness
         harness.close()
+        if failed(request):
+            cluster.dump_logs()
         assert_replicas_agree(cluster)
     cluster.stop()

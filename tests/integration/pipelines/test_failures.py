@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from pipeorch.local.cluster import wait_until
-from pipeorch.v1 import pipeorch_pb2 as pb
 
 from .conftest import PipelineCluster
 
@@ -155,8 +154,7 @@ def test_submitting_the_same_name_twice_runs_it_once(pipelines, tmp_path):
     assert pipelines.wait_finished("once").phase == "Succeeded"
     time.sleep(0.5)
     assert effects_of(effects) == ["only 1"]
-    listed = pipelines.control.ListPipelines(pb.ListPipelinesRequest(), timeout=10).pipelines
-    assert [p.name for p in listed] == ["once"]
+    assert [p.name for p in pipelines.list()] == ["once"]
 
 
 def test_an_invalid_pipeline_is_rejected_with_all_its_errors(pipelines):
