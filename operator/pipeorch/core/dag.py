@@ -41,14 +41,7 @@ def find_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str] | None:
 
 def ancestors(depends_on: Mapping[str, Sequence[str]], node: str) -> set[str]:
     """Every step ``node`` transitively depends on."""
-    seen: set[str] = set()
-    todo = list(depends_on.get(node, ()))
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(depends_on.get(current, ()))
-    return seen
+    return _reachable(depends_on, node)
 
 
 def descendants(depends_on: Mapping[str, Sequence[str]], node: str) -> set[str]:
@@ -57,13 +50,17 @@ def descendants(depends_on: Mapping[str, Sequence[str]], node: str) -> set[str]:
     for step, deps in depends_on.items():
         for dep in deps:
             dependents.setdefault(dep, []).append(step)
+    return _reachable(dependents, node)
+
+
+def _reachable(edges: Mapping[str, Sequence[str]], start: str) -> set[str]:
     seen: set[str] = set()
-    todo = list(dependents.get(node, ()))
+    todo = list(edges.get(start, ()))
     while todo:
         current = todo.pop()
         if current not in seen:
             seen.add(current)
-            todo.extend(dependents.get(current, ()))
+            todo.extend(edges.get(current, ()))
     return seen
 
 

@@ -292,11 +292,9 @@ class Runs:
         log_tail: str,
         now: float,
     ) -> Outcome:
-        task = self.tasks.get(task_ref)
-        stale = self._stale(task, task_ref, attempt, worker_id)
-        if stale is not None:
-            return stale
-        assert task is not None
+        task = self._reported(task_ref, attempt, worker_id)
+        if isinstance(task, Outcome):
+            return task
         task.outputs, task.log_key, task.log_tail = outputs, log_key, log_tail
         if not task.started_at:
             task.started_at = task.scheduled_at
@@ -316,11 +314,9 @@ class Runs:
         log_tail: str,
         now: float,
     ) -> Outcome:
-        task = self.tasks.get(task_ref)
-        stale = self._stale(task, task_ref, attempt, worker_id)
-        if stale is not None:
-            return stale
-        assert task is not None
+        task = self._reported(task_ref, attempt, worker_id)
+        if isinstance(task, Outcome):
+            return task
         task.log_key, task.log_tail = log_key, log_tail
         return self._record_failure(task, failure, message, now)
 
@@ -375,7 +371,9 @@ class Runs:
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _stale(self, task: Task | None, ref: str, attempt: int, worker_id: str) -> Outcome | None:
+    def _reported(self, ref: str, attempt: int, worker_id: str) -> Task | Outcome:
+        """The task a report is about, or why the report is ignored (and counted)."""
+        task = self.tasks.get(ref)
         if task is None:
             self.stale_reports += 1
             return Outcome(accepted=False, reason=f"unknown task {ref!r}")
@@ -386,7 +384,7 @@ class Runs:
                 reason=f"stale report: task {ref} is {task.phase.value} at attempt {task.attempt} "
                 f"on {task.worker_id or 'no worker'}, not attempt {attempt} on {worker_id}",
             )
-        return None
+        return task
 
     def _record_failure(
         self, task: Task, failure: FailureClass, message: str, now: float
