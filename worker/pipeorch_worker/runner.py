@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +22,8 @@ from pathlib import Path
 
 from pipeorch_worker.sdk import StepContext
 from pipeorch_worker.store import ArtifactCorrupt, ArtifactStore, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 APPLICATION = "application"
 INFRASTRUCTURE = "infrastructure"
@@ -173,6 +175,7 @@ class StepRunner:
             argv = [sys.executable, "-m", "pipeorch_worker.step_main", attempt.run, "context.json"]
         else:
             argv = list(attempt.command)
+        argv = DIE_WITH_WORKER + argv
         env = self._environment(attempt, context, scratch)
         with log_path.open("ab") as log:
             try:
@@ -184,7 +187,6 @@ class StepRunner:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,  # a process group of its own: the timeout kills it all
-                    preexec_fn=_die_with_parent,
                 )
             except OSError as e:
                 log.write(f"pipeorch: cannot start {argv[0]!r}: {e}\n".encode())
@@ -227,18 +229,23 @@ def _env_name(ref: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", ref.upper().replace("/", "__"))
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the step's process, before exec: get SIGKILL when the worker dies.
+def _die_with_worker_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL --``: the step gets SIGKILL when the worker dies.
 
     The step runs in a session of its own (so a timeout can kill its whole group), which also
-    shields it from the signals that end the worker; without this a SIGKILLed worker would
-    leave its step running, and the step's effects would happen after its attempt was lost.
+    shields it from the signals that end the worker; without this a SIGKILLed worker would leave
+    its step running, with effects after its attempt was lost. It is set by util-linux's
+    setpriv rather than a ``preexec_fn``: that would make Python fork the whole worker instead of
+    vfork, and gRPC's fork handlers then abort the child now and then.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("setpriv (util-linux) not found: steps outlive a killed worker")
+        return []
+    return [setpriv, "--pdeathsig", "KILL", "--"]
+
+
+DIE_WITH_WORKER = _die_with_worker_prefix()
 
 
 def _kill_group(pid: int) -> None:

@@ -68,8 +68,11 @@ def plan(runs: Runs, workers: Iterable[Worker], topology: Topology, now: float) 
     capacity = _idle_capacity(runs, workers)
     active = _active_per_pipeline(runs)
     spread = _active_per_pipeline_region(runs)
-    assignments = []
+    free = sum(n for workers_ in capacity.values() for n in workers_.values())
+    assignments: list[Assignment] = []
     for task in sorted(_eligible(runs, now), key=lambda t: (t.ready_at, t.task_id)):
+        if len(assignments) == free:
+            break  # every slot is taken: the rest waits for the next round
         run = runs.runs[task.pipeline]
         limit = run.spec.maxParallel
         if limit is not None and active.get(task.pipeline, 0) >= limit:

@@ -149,15 +149,19 @@ class Run:
     steps: list[str] = field(default_factory=list)
 
     _spec: PipelineSpec | None = field(default=None, repr=False, compare=False)
+    _steps: dict[str, Step] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def spec(self) -> PipelineSpec:
         if self._spec is None:
             self._spec = PipelineSpec.model_validate(json.loads(self.spec_json))
+            self._steps = {step.name: step for step in self._spec.steps}
         return self._spec
 
     def step_spec(self, name: str) -> Step:
-        return self.spec.step(name)
+        if not self._steps:
+            self.spec  # noqa: B018 - parses the spec and indexes its steps
+        return self._steps[name]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,146 @@
+"""Pipeline benchmarks on loopback: 3 replicas, 2 workers, a real MinIO.
+
+(A) a chain of dependent no-op steps: seconds per step;
+(B) a fan-out of independent no-op steps: steps per second;
+(C) submit-and-wait of a one-step pipeline: p50/p99 round trip;
+and the scheduling overhead of every task (ready -> running on a worker) from the times the
+replicated state records. Results: bench/results/pipelines-loopback.json and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.raft_bench import RESULTS, pct
+from pipeorch.console import Client
+from pipeorch.local.cluster import LocalCluster, wait_until
+from pipeorch.v1 import pipeorch_pb2 as pb
+
+NOOP = "bench_steps:noop"
+STEPS_MODULE = "def noop(ctx):\n    pass\n"
+
+
+def manifest(name: str, steps: list[dict[str, Any]], max_parallel: int | None = None) -> str:
+    spec: dict[str, Any] = {"steps": steps}
+    if max_parallel:
+        spec["maxParallel"] = max_parallel
+    return json.dumps(
+        {
+            "apiVersion": "pipeorch.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def run(client: Client, text: str, name: str, timeout: float) -> pb.PipelineStatus:
+    start = time.perf_counter()
+    client.call(lambda s, t: s.SubmitPipeline(pb.SubmitPipelineRequest(manifest=text), timeout=t))
+
+    def finished() -> pb.PipelineStatus | None:
+        status = client.call(
+            lambda s, t: s.GetPipeline(pb.GetPipelineRequest(name=name), timeout=t)
+        )
+        return status if status.phase in ("Succeeded", "Failed") else None
+
+    status = wait_until(finished, timeout, interval=0.002, what=name)
+    if status.phase != "Succeeded":
+        failed = [
+            (t.step, t.message, t.log_tail[-300:]) for t in status.tasks if t.phase == "Failed"
+        ]
+        raise RuntimeError(f"{name} {status.phase}: {status.message}: {failed}")
+    status.finished_at = time.perf_counter() - start  # reuse the field for wall time
+    return status
+
+
+def overheads(status: pb.PipelineStatus) -> list[float]:
+    return [t.started_at - t.ready_at for t in status.tasks if t.started_at and t.ready_at]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--chain", type=int, default=50)
+    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--roundtrips", type=int, default=30)
+    parser.add_argument("--slots", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pipeorch-bench-") as tmp:
+        code = Path(tmp) / "code"
+        code.mkdir()
+        (code / "bench_steps.py").write_text(STEPS_MODULE)
+        cluster = LocalCluster(
+            Path(tmp) / "cluster",
+            regions=["aws", "gcp", "azure"],
+            store_region="aws",
+            code_path=[code],
+            log_level="WARNING",
+        )
+        with cluster:
+            for i in range(2):
+                cluster.add_worker("aws", worker_id=f"aws-w{i}", slots=args.slots)
+            client = Client([r.grpc for r in cluster.replicas.values()])
+            chain = [{"name": "s0", "run": NOOP}] + [
+                {"name": f"s{i}", "run": NOOP, "dependsOn": [f"s{i - 1}"]}
+                for i in range(1, args.chain)
+            ]
+            a = run(client, manifest("chain", chain), "chain", 600)
+            fan = [{"name": f"f{i}", "run": NOOP} for i in range(args.fanout)]
+            b = run(client, manifest("fanout", fan), "fanout", 1800)
+            trips = [
+                run(client, manifest(f"rt{i}", [{"name": "one", "run": NOOP}]), f"rt{i}", 60)
+                for i in range(args.roundtrips)
+            ]
+            client.close()
+    sched = overheads(a) + overheads(b)
+    round_trips = [t.finished_at for t in trips]
+    results = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "workers": 2,
+        "slots_per_worker": args.slots,
+        "chain_steps": args.chain,
+        "chain_seconds_per_step": a.finished_at / args.chain,
+        "fanout_steps": args.fanout,
+        "fanout_steps_per_second": args.fanout / b.finished_at,
+        "roundtrip_p50_ms": pct(round_trips, 0.5) * 1e3,
+        "roundtrip_p99_ms": pct(round_trips, 0.99) * 1e3,
+        "scheduling_overhead_p50_ms": pct(sched, 0.5) * 1e3,
+        "scheduling_overhead_p99_ms": pct(sched, 0.99) * 1e3,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "pipelines-loopback.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    r = results
+    rows = [
+        (
+            f"(A) chain of {args.chain} no-op steps",
+            f"{r['chain_seconds_per_step'] * 1e3:.1f} ms/step",
+        ),
+        (
+            f"(B) fan-out of {args.fanout} no-op steps",
+            f"{r['fanout_steps_per_second']:.0f} steps/s",
+        ),
+        (
+            "(C) submit-and-wait, one step",
+            f"p50 {r['roundtrip_p50_ms']:.1f} ms, p99 {r['roundtrip_p99_ms']:.1f} ms",
+        ),
+        (
+            "scheduling overhead (ready -> running)",
+            f"p50 {r['scheduling_overhead_p50_ms']:.1f} ms, "
+            f"p99 {r['scheduling_overhead_p99_ms']:.1f} ms",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print(f"\nresults written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
