@@ -159,7 +159,8 @@ class StepRunner:
         return kept
 
     async def _keep_log(self, attempt: Attempt, log_path: Path) -> str:
-        if not await asyncio.to_thread(log_path.exists):
+        """Upload the step's log; a step that printed nothing has none (no key, no upload)."""
+        if not await asyncio.to_thread(lambda: log_path.exists() and log_path.stat().st_size > 0):
             return ""
         key = attempt.output_prefix + "log.txt"
         try:

@@ -19,7 +19,7 @@ WORKERS = {"aws": 2, "gcp": 1, "azure": 1}
 STORE_REGION = "aws"
 
 
-def _workers_online(cluster: LocalCluster, expected: int) -> dict[str, Any] | None:
+def workers_online(cluster: LocalCluster, expected: int) -> dict[str, Any] | None:
     view: dict[str, Any] = cluster.get(cluster.wait_for_leader(), "/cluster")
     online = sum(len(s.get("online", [])) for s in view["regions"].values())
     return view if online >= expected else None
@@ -149,7 +149,7 @@ def up(
         for region, count in WORKERS.items():
             for i in range(count):
                 cluster.add_worker(region, worker_id=f"{region}-w{i + 1}")
-        wait_until(lambda: _workers_online(cluster, sum(WORKERS.values())), 30, what="workers")
+        wait_until(lambda: workers_online(cluster, sum(WORKERS.values())), 30, what="workers")
         env_file = workdir / "env"
         write_env(cluster, env_file)
         out.write(f"up in {time.monotonic() - started:.1f}s\n")

@@ -151,7 +151,9 @@ def test_submitting_the_same_name_twice_runs_it_once(pipelines, tmp_path):
     text = manifest("once", effect_step("only", effects))
     assert pipelines.submit(text).created
     assert not pipelines.submit(text).created
-    assert pipelines.wait_finished("once").phase == "Succeeded"
+    status = pipelines.wait_finished("once")
+    assert status.phase == "Succeeded"
+    assert (status.tasks[0].log_key, status.tasks[0].log_tail) == ("", "")  # it printed nothing
     time.sleep(0.5)
     assert effects_of(effects) == ["only 1"]
     assert [p.name for p in pipelines.list()] == ["once"]
