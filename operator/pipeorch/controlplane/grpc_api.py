@@ -208,7 +208,7 @@ class ControlService(pb_grpc.ControlServiceServicer):
     async def ClusterState(
         self, request: pb.ClusterStateRequest, context: Context
     ) -> pb.ClusterStateResponse:
-        status = self._node.status()
+        status = self._node.status(with_digest=True)
         workers = self._node.read(
             lambda s: [views.worker_pb(w) for _, w in sorted(s.workers.items())]
         )

@@ -126,7 +126,7 @@ def create_app(
         """Ready when a quorum is reachable and this replica has caught up with the leader."""
         status = node.status()
         body = {
-            "ready": node.is_caught_up(),
+            "ready": status.caught_up(),
             "leader": status.leader_id,
             "has_quorum": status.has_quorum,
             "applied_index": status.applied_index,
@@ -137,7 +137,7 @@ def create_app(
     @app.get("/raft")
     def raft() -> dict[str, Any]:
         """This replica's Raft view: state, leader, term, indexes and each peer's connection."""
-        status = node.status()
+        status = node.status(with_digest=True)
         body = asdict(status)
         body["region"] = region
         body["leader"] = status.leader_id

@@ -133,6 +133,16 @@ class RaftStatus:
     def is_leader(self) -> bool:
         return self.state == "leader"
 
+    def caught_up(self, max_lag: int = 100) -> bool:
+        """Ready for traffic: initially synced, a leader known, a majority reachable, and the
+        applied index within ``max_lag`` entries of the leader's commit index."""
+        return (
+            self.ready
+            and self.leader_address is not None
+            and self.has_quorum
+            and self.leader_commit_index - self.applied_index <= max_lag
+        )
+
 
 class RaftNode:
     """One replica's Raft node. Thread-safe; async helpers for asyncio callers."""
@@ -270,7 +280,9 @@ class RaftNode:
         with self._machine.lock:
             return query(self._machine.state)
 
-    def status(self) -> RaftStatus:
+    def status(self, with_digest: bool = False) -> RaftStatus:
+        """This replica's Raft view. ``with_digest`` also hashes the whole state (under the
+        apply lock, so only the views that compare replicas ask for it); else digest is ""."""
         raw = self._raw_status()
         leader = raw.get("leader")
         leader_address = leader.address if leader is not None else None
@@ -288,7 +300,7 @@ class RaftNode:
                     match_index=int(raw.get(f"match_idx_server_{address}", 0)),
                 )
             )
-        revision, digest = self.read(lambda s: (s.revision, s.digest()))
+        revision, digest = self.read(lambda s: (s.revision, s.digest() if with_digest else ""))
         return RaftStatus(
             node_id=self._settings.node_id,
             address=self._settings.raft_address,
@@ -336,15 +348,7 @@ class RaftNode:
             return True
 
     def is_caught_up(self, max_lag: int = 100) -> bool:
-        """Ready for traffic: initially synced, a leader known, a majority reachable, and the
-        applied index within ``max_lag`` entries of the leader's commit index."""
-        status = self.status()
-        return (
-            status.ready
-            and status.leader_address is not None
-            and status.has_quorum
-            and status.leader_commit_index - status.applied_index <= max_lag
-        )
+        return self.status().caught_up(max_lag)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
