@@ -176,7 +176,7 @@ class StepRunner:
             argv = [sys.executable, "-m", "pipeorch_worker.step_main", attempt.run, "context.json"]
         else:
             argv = list(attempt.command)
-        argv = DIE_WITH_WORKER + argv
+        argv = die_with_worker(argv, os.getpid())
         env = self._environment(attempt, context, scratch)
         with log_path.open("ab") as log:
             try:
@@ -230,23 +230,30 @@ def _env_name(ref: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", ref.upper().replace("/", "__"))
 
 
-def _die_with_worker_prefix() -> list[str]:
-    """``setpriv --pdeathsig KILL --``: the step gets SIGKILL when the worker dies.
+# Runs between setpriv arming the parent-death signal and the step itself. A worker killed
+# after the fork but before setpriv's prctl leaves the child orphaned with no signal armed; it
+# then has a new parent, which this check sees (the signal covers every later death).
+_PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 137; shift; exec "$@"'
+
+
+def die_with_worker(argv: list[str], worker_pid: int) -> list[str]:
+    """``argv`` wrapped so that the step gets SIGKILL when the worker ``worker_pid`` dies.
 
     The step runs in a session of its own (so a timeout can kill its whole group), which also
     shields it from the signals that end the worker; without this a SIGKILLed worker would leave
-    its step running, with effects after its attempt was lost. It is set by util-linux's
-    setpriv rather than a ``preexec_fn``: that would make Python fork the whole worker instead of
+    its step running, with effects after its attempt was lost. util-linux's setpriv arms the
+    signal rather than a ``preexec_fn``: that would make Python fork the whole worker instead of
     vfork, and gRPC's fork handlers then abort the child now and then.
     """
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        log.warning("setpriv (util-linux) not found: steps outlive a killed worker")
-        return []
-    return [setpriv, "--pdeathsig", "KILL", "--"]
+    if SETPRIV is None:
+        return argv
+    check = ["/bin/sh", "-c", _PARENT_CHECK, "pipeorch-step", str(worker_pid)]
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *check, *argv]
 
 
-DIE_WITH_WORKER = _die_with_worker_prefix()
+SETPRIV = shutil.which("setpriv")
+if SETPRIV is None:
+    log.warning("setpriv (util-linux) not found: steps outlive a killed worker")
 
 
 def _kill_group(pid: int) -> None:
