@@ -51,7 +51,8 @@ def build_runner(settings: WorkerSettings) -> StepRunner | None:
         secure=settings.store_secure,
     )
     settings.work_dir.mkdir(parents=True, exist_ok=True)
-    return StepRunner(store, settings.work_dir, settings.code_path)
+    warm = settings.slots if settings.warm_step_hosts else 0
+    return StepRunner(store, settings.work_dir, settings.code_path, warm_hosts=warm)
 
 
 async def serve(settings: WorkerSettings) -> None:
@@ -60,7 +61,8 @@ async def serve(settings: WorkerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
 
-    agent = WorkerAgent(settings, address=settings.http_listen, runner=build_runner(settings))
+    runner = build_runner(settings)
+    agent = WorkerAgent(settings, address=settings.http_listen, runner=runner)
     host, port = settings.http_listen.rsplit(":", 1)
     http = uvicorn.Server(
         uvicorn.Config(
@@ -85,6 +87,8 @@ async def serve(settings: WorkerSettings) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*tasks, return_exceptions=True)
     await agent.close()
+    if runner is not None:
+        await runner.close()
     for task in done:  # surface a fatal agent error (e.g. a refused registration)
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

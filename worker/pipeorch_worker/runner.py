@@ -8,18 +8,18 @@ ever handed to downstream steps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeorch_worker.hosts import HostPool
+from pipeorch_worker.process import die_with_worker, kill_group
 from pipeorch_worker.sdk import StepContext
 from pipeorch_worker.store import ArtifactCorrupt, ArtifactStore, StorageUnavailable
 
@@ -76,14 +76,26 @@ class AttemptResult:
 
 
 class StepRunner:
-    def __init__(self, store: ArtifactStore, work_dir: Path, code_path: list[Path]) -> None:
+    """Runs attempts: `command` steps in a process each, `run` steps in warm step hosts
+    (``warm_hosts`` > 0, see step_host) or, with none, in a fresh interpreter each."""
+
+    def __init__(
+        self, store: ArtifactStore, work_dir: Path, code_path: list[Path], warm_hosts: int = 0
+    ) -> None:
         self._store = store
         self._work_dir = work_dir
         self._code_path = code_path
+        self._hosts = HostPool(self._base_environment(), warm_hosts) if warm_hosts else None
 
     async def prepare(self) -> None:
         """Make sure the bucket exists (raises StorageUnavailable while the store is down)."""
         await asyncio.to_thread(self._store.ensure_bucket)
+        if self._hosts is not None:
+            await self._hosts.warm()
+
+    async def close(self) -> None:
+        if self._hosts is not None:
+            await self._hosts.close()
 
     async def run(self, attempt: Attempt) -> AttemptResult:
         scratch = self._work_dir / f"{attempt.task_id}-{attempt.attempt}"
@@ -172,12 +184,33 @@ class StepRunner:
     async def _execute(
         self, scratch: Path, log_path: Path, attempt: Attempt, context: StepContext
     ) -> tuple[int, bool]:
+        """Run the step: (exit status, timed out)."""
+        env = self._step_variables(attempt, context, scratch)
+        if attempt.run and self._hosts is not None:
+            request = {
+                "ref": attempt.run,
+                "context": context.to_json(),
+                "cwd": str(scratch),
+                "log": str(log_path),
+                "env": env,
+            }
+            code, timed_out = await self._hosts.run(request, attempt.timeout)
+            if timed_out:
+                with log_path.open("ab") as log:
+                    log.write(_killed_after(attempt.timeout))
+            return code, timed_out
         if attempt.run:
             argv = [sys.executable, "-m", "pipeorch_worker.step_main", attempt.run, "context.json"]
         else:
             argv = list(attempt.command)
+        return await self._run_process(
+            argv, {**self._base_environment(), **env}, scratch, log_path, attempt.timeout
+        )
+
+    async def _run_process(
+        self, argv: list[str], env: dict[str, str], scratch: Path, log_path: Path, timeout: float
+    ) -> tuple[int, bool]:
         argv = die_with_worker(argv, os.getpid())
-        env = self._environment(attempt, context, scratch)
         with log_path.open("ab") as log:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -193,31 +226,36 @@ class StepRunner:
                 log.write(f"pipeorch: cannot start {argv[0]!r}: {e}\n".encode())
                 return 127, False
             try:
-                return await asyncio.wait_for(process.wait(), attempt.timeout), False
+                return await asyncio.wait_for(process.wait(), timeout), False
             except TimeoutError:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 await process.wait()
-                log.write(f"\npipeorch: killed after {attempt.timeout:g}s timeout\n".encode())
+                log.write(_killed_after(timeout))
                 return -9, True
             except asyncio.CancelledError:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 raise
 
-    def _environment(self, attempt: Attempt, context: StepContext, scratch: Path) -> dict[str, str]:
+    def _base_environment(self) -> dict[str, str]:
+        """The worker's environment, with the step code on PYTHONPATH."""
         env = dict(os.environ)
         path = [str(p) for p in self._code_path] + [env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
-        env.update(
-            {
-                "PIPEORCH_PIPELINE": attempt.pipeline,
-                "PIPEORCH_STEP": attempt.step,
-                "PIPEORCH_TASK_ID": attempt.task_id,
-                "PIPEORCH_ATTEMPT": str(attempt.attempt),
-                "PIPEORCH_PARAMS": json.dumps(attempt.params, sort_keys=True),
-                "PIPEORCH_CONTEXT": str(scratch / "context.json"),
-                "PIPEORCH_OUTPUT_DIR": str(context.output_dir),
-            }
-        )
+        return env
+
+    def _step_variables(
+        self, attempt: Attempt, context: StepContext, scratch: Path
+    ) -> dict[str, str]:
+        """What the step finds in its environment: who it is and where its files are."""
+        env = {
+            "PIPEORCH_PIPELINE": attempt.pipeline,
+            "PIPEORCH_STEP": attempt.step,
+            "PIPEORCH_TASK_ID": attempt.task_id,
+            "PIPEORCH_ATTEMPT": str(attempt.attempt),
+            "PIPEORCH_PARAMS": json.dumps(attempt.params, sort_keys=True),
+            "PIPEORCH_CONTEXT": str(scratch / "context.json"),
+            "PIPEORCH_OUTPUT_DIR": str(context.output_dir),
+        }
         for ref, path_ in context.inputs.items():
             env[f"PIPEORCH_INPUT_{_env_name(ref)}"] = str(path_)
         for name, path_ in context.outputs.items():
@@ -225,40 +263,13 @@ class StepRunner:
         return env
 
 
+def _killed_after(timeout: float) -> bytes:
+    return f"\npipeorch: killed after {timeout:g}s timeout\n".encode()
+
+
 def _env_name(ref: str) -> str:
     """``gen/readings.csv`` -> ``GEN__READINGS_CSV``."""
     return re.sub(r"[^A-Z0-9]", "_", ref.upper().replace("/", "__"))
-
-
-# Runs between setpriv arming the parent-death signal and the step itself. A worker killed
-# after the fork but before setpriv's prctl leaves the child orphaned with no signal armed; it
-# then has a new parent, which this check sees (the signal covers every later death).
-_PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 137; shift; exec "$@"'
-
-
-def die_with_worker(argv: list[str], worker_pid: int) -> list[str]:
-    """``argv`` wrapped so that the step gets SIGKILL when the worker ``worker_pid`` dies.
-
-    The step runs in a session of its own (so a timeout can kill its whole group), which also
-    shields it from the signals that end the worker; without this a SIGKILLed worker would leave
-    its step running, with effects after its attempt was lost. util-linux's setpriv arms the
-    signal rather than a ``preexec_fn``: that would make Python fork the whole worker instead of
-    vfork, and gRPC's fork handlers then abort the child now and then.
-    """
-    if SETPRIV is None:
-        return argv
-    check = ["/bin/sh", "-c", _PARENT_CHECK, "pipeorch-step", str(worker_pid)]
-    return [SETPRIV, "--pdeathsig", "KILL", "--", *check, *argv]
-
-
-SETPRIV = shutil.which("setpriv")
-if SETPRIV is None:
-    log.warning("setpriv (util-linux) not found: steps outlive a killed worker")
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def _tail(path: Path) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeorch.local.cluster import wait_until
-from pipeorch_worker.runner import SETPRIV, die_with_worker
+from pipeorch_worker.process import SETPRIV, die_with_worker
 
 pytestmark = pytest.mark.skipif(SETPRIV is None, reason="needs util-linux setpriv")
 
@@ -47,7 +47,7 @@ def test_a_step_is_killed_with_its_worker(tmp_path):
     worker = textwrap.dedent(
         f"""
         import os, subprocess, sys, time
-        from pipeorch_worker.runner import die_with_worker
+        from pipeorch_worker.process import die_with_worker
         step = ["/bin/sh", "-c", "sleep 0.5; touch {marker}"]
         p = subprocess.Popen(die_with_worker(step, os.getpid()), start_new_session=True)
         print(p.pid, flush=True)

@@ -1,0 +1,111 @@
+"""The worker's pool of warm step hosts (see step_host): one busy host per running `run:` step.
+
+A host is an ordinary child process: in a session of its own (a timeout kills it and whatever
+the step started), killed with the worker (die_with_worker), and replaced after any attempt it
+did not answer: a timeout, a crash, or a step that ended the interpreter. The exit status
+reported for such an attempt is the one a process of its own would have had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from pipeorch_worker.process import die_with_worker, kill_group
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)  # hashed by identity: kept in a set
+class _Host:
+    process: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def kill(self) -> None:
+        kill_group(self.process.pid)
+        self.writer.close()
+
+
+class HostPool:
+    def __init__(self, env: dict[str, str], size: int) -> None:
+        self._env = env
+        self._size = size
+        self._idle: list[_Host] = []
+        self._all: set[_Host] = set()
+
+    async def warm(self) -> None:
+        """Start ``size`` hosts ahead of the first steps."""
+        hosts = [await self._spawn() for _ in range(self._size - len(self._idle))]
+        self._idle.extend(hosts)
+
+    async def run(self, request: dict[str, Any], timeout: float) -> tuple[int, bool]:
+        """Run one step request: (exit status, timed out)."""
+        for _ in range(2):  # a host that retires (its step code changed) is replaced once
+            host = self._idle.pop() if self._idle else await self._spawn()
+            try:
+                reply = await self._ask(host, request, timeout)
+            except TimeoutError:
+                await self._discard(host)
+                return -9, True
+            except asyncio.CancelledError:
+                await self._discard(host)
+                raise
+            if reply is None:  # the interpreter ended during the step
+                code = await host.process.wait()
+                await self._discard(host)
+                return code, False
+            if reply.get("retire"):
+                await self._discard(host)
+                continue
+            self._release(host)
+            return int(reply["exit"]), False
+        raise RuntimeError("a fresh step host retired before running its first step")
+
+    async def close(self) -> None:
+        for host in list(self._all):
+            await self._discard(host)
+
+    async def _ask(
+        self, host: _Host, request: dict[str, Any], timeout: float
+    ) -> dict[str, Any] | None:
+        host.writer.write(json.dumps(request).encode() + b"\n")
+        await host.writer.drain()
+        line = await asyncio.wait_for(host.reader.readline(), timeout)
+        return json.loads(line) if line else None
+
+    async def _spawn(self) -> _Host:
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "pipeorch_worker.step_host", str(theirs.fileno())]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *die_with_worker(argv, os.getpid()),
+                env=self._env,
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        host = _Host(process, reader, writer)
+        self._all.add(host)
+        return host
+
+    def _release(self, host: _Host) -> None:
+        if len(self._idle) < self._size:
+            self._idle.append(host)
+        else:
+            asyncio.get_running_loop().create_task(self._discard(host))
+
+    async def _discard(self, host: _Host) -> None:
+        self._all.discard(host)
+        host.kill()
+        await host.process.wait()
