@@ -105,6 +105,10 @@ def task_json(t: pb.TaskStatus) -> dict[str, Any]:
 # ---- commands -------------------------------------------------------------------------------
 
 
+#: How long one watch request may wait for news before it is asked again.
+WATCH_SECONDS = 10.0
+
+
 def submit(client: Client, path: Path, wait: bool, out: TextIO, poll: float = 0.2) -> int:
     manifest = sys.stdin.read() if str(path) == "-" else path.read_text()
     response = client.call(
@@ -121,10 +125,16 @@ def submit(client: Client, path: Path, wait: bool, out: TextIO, poll: float = 0.
 def follow(client: Client, name: str, out: TextIO, poll: float = 0.2) -> int:
     """Print each task's phase changes until the pipeline finishes; exit 0 only on success."""
     seen: dict[str, tuple[str, str, int]] = {}
+    revision = 0
     while True:
-        status = client.call(
-            lambda s, t: s.GetPipeline(pb.GetPipelineRequest(name=name), timeout=t)
+        # A long poll: answered as soon as something changed, at most every `poll` seconds.
+        request = pb.GetPipelineRequest(
+            name=name, wait_seconds=WATCH_SECONDS, after_revision=revision
         )
+        status = client.call(
+            lambda s, t, r=request: s.GetPipeline(r, timeout=t + WATCH_SECONDS)  # type: ignore[misc]
+        )
+        revision = status.revision
         for task in status.tasks:
             key = (task.phase, task.worker_id, task.attempt)
             if seen.get(task.step) != key:

@@ -40,6 +40,8 @@ _CODES: dict[type[PipeorchError], grpc.StatusCode] = {
 }
 #: The longest an AcquireTask long-poll is held.
 MAX_ACQUIRE_WAIT = 30.0
+#: Follow-up tasks one completion may take (one per slot it frees; a little slack).
+MAX_TAKE_NEXT = 8
 
 
 def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -135,11 +137,22 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         ref, attempt = _ref(request.task)
         step = ref.rsplit(".", 1)[-1]
         outputs = [views.artifact_from_pb(o, step) for o in request.outputs]
-        outcome: Outcome = await self._control.complete(
-            request.worker_id, ref, attempt, outputs, request.log_key, request.log_tail
+        take_next = min(request.take_next, MAX_TAKE_NEXT)
+        outcome, work = await self._control.complete(
+            request.worker_id,
+            ref,
+            attempt,
+            outputs,
+            request.log_key,
+            request.log_tail,
+            take_next,
         )
         self._metrics.count_report("complete", outcome.accepted)
-        return pb.CompleteTaskResponse(accepted=outcome.accepted, reason=outcome.reason)
+        return pb.CompleteTaskResponse(
+            accepted=outcome.accepted,
+            reason=outcome.reason,
+            next_tasks=[views.assignment_pb(w) for w in work],
+        )
 
     @rpc
     async def FailTask(self, request: pb.FailTaskRequest, context: Context) -> pb.FailTaskResponse:
@@ -179,7 +192,10 @@ class ControlService(pb_grpc.ControlServiceServicer):
     async def GetPipeline(
         self, request: pb.GetPipelineRequest, context: Context
     ) -> pb.PipelineStatus:
-        return views.run_pb(self._control.get(request.name))
+        view = await self._control.watch(
+            request.name, request.wait_seconds, request.after_revision, request.until_finished
+        )
+        return views.run_pb(view)
 
     @rpc
     async def ListPipelines(

@@ -23,8 +23,15 @@ class Scheduler:
     """
 
     def __init__(
-        self, node: RaftNode, feed: ChangeFeed, topology: Topology, lease: float, tick: float
+        self,
+        node: RaftNode,
+        feed: ChangeFeed,
+        topology: Topology,
+        lease: float,
+        tick: float,
+        promised: set[str] | None = None,
     ) -> None:
+        self._promised = promised if promised is not None else set()
         self._node = node
         self._feed = feed
         self._topology = topology
@@ -57,7 +64,7 @@ class Scheduler:
             for ref in requeued:
                 log.warning("task %s lease expired: requeued", ref)
         assignments: list[Assignment] = self._node.read(
-            lambda s: plan(s.runs, s.workers.values(), self._topology, now)
+            lambda s: plan(s.runs, s.workers.values(), self._topology, now, promised=self._promised)
         )
         if not assignments:
             return bool(expired)

@@ -38,9 +38,11 @@ async def serve(settings: ControlPlaneSettings) -> None:
     metrics.watch(node)
     feed = ChangeFeed(loop)
     node.on_apply(feed.notify_threadsafe)
-    control = ControlPlane(node, feed, settings.task_lease)
     topology = Topology.from_matrix(settings.latency_ms, settings.bandwidth_mbps)
-    scheduler = Scheduler(node, feed, topology, settings.task_lease, settings.scheduler_tick)
+    control = ControlPlane(node, feed, settings.task_lease, topology)
+    scheduler = Scheduler(
+        node, feed, topology, settings.task_lease, settings.scheduler_tick, control.promised
+    )
 
     grpc_server = grpc.aio.server()
     add_services(grpc_server, control, metrics, settings.node_id)

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 
 from pipeorch.core import state as core
-from pipeorch.core.runs import Artifact, Outcome, Run, Task, TaskPhase, task_id
+from pipeorch.core.placement import Topology, follow_ups
+from pipeorch.core.runs import Artifact, Outcome, Run, RunPhase, Task, TaskPhase, task_id
 from pipeorch.core.spec import Step, parse_pipeline, spec_json
 from pipeorch.errors import Conflict, NotFound
 from pipeorch.raft.node import RaftNode
@@ -87,10 +88,16 @@ def _view(state: core.State, name: str) -> RunView | None:
 
 
 class ControlPlane:
-    def __init__(self, node: RaftNode, feed: ChangeFeed, task_lease: float) -> None:
+    def __init__(
+        self, node: RaftNode, feed: ChangeFeed, task_lease: float, topology: Topology
+    ) -> None:
         self.node = node
         self.feed = feed
         self.task_lease = task_lease
+        self.topology = topology
+        #: Tasks that plans made here put in commits still in flight. Concurrent completions
+        #: would otherwise all pick the same oldest ready task, and all but one go without.
+        self.promised: set[str] = set()
 
     # ---- pipelines ------------------------------------------------------------------------
 
@@ -112,6 +119,22 @@ class ControlPlane:
         if view is None:
             raise NotFound(f"pipeline {name!r} does not exist")
         return view
+
+    async def watch(
+        self, name: str, wait: float, after_revision: int = 0, until_finished: bool = False
+    ) -> RunView:
+        """The pipeline once it changed past ``after_revision`` (or finished), or after ``wait``.
+
+        Waiting here, woken by applied changes, spares the replica the copies that a client
+        polling in a loop would make it build."""
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            seen = self.feed.version
+            news = self.node.read(lambda s: _news(s, name, after_revision, until_finished))
+            remaining = deadline - time.monotonic()
+            if news or remaining <= 0:
+                return self.get(name)
+            await self.feed.wait(seen, remaining)
 
     def list_runs(self) -> list[RunView]:
         def views(state: core.State) -> list[RunView]:
@@ -163,12 +186,27 @@ class ControlPlane:
         outputs: list[dict[str, object]],
         log_key: str,
         log_tail: str,
-    ) -> Outcome:
-        cmd = core.complete_task_cmd(
-            ref, attempt, worker_id, outputs, log_key, log_tail, time.time()
+        take_next: int = 0,
+    ) -> tuple[Outcome, list[Work]]:
+        """Record the completion; with ``take_next``, also start up to that many tasks on the
+        worker, placed as the scheduler would place them, and return them as its next work."""
+        now = time.time()
+        plan = self.node.read(
+            lambda s: _follow_ups(
+                s, self.topology, now, ref, attempt, worker_id, take_next, self.promised
+            )
         )
-        outcome: Outcome = await self.node.awrite(cmd)
-        return outcome
+        cmd = core.complete_and_continue_cmd(
+            ref, attempt, worker_id, outputs, log_key, log_tail, now, plan, self.task_lease
+        )
+        promised = {task_ref for task_ref, _, _ in plan}
+        self.promised |= promised
+        try:
+            outcome, started = await self.node.awrite(cmd)
+        finally:
+            self.promised -= promised
+        work = [self.node.read(functools.partial(_work, ref=r)) for r in started]
+        return outcome, work
 
     async def fail(
         self,
@@ -185,6 +223,33 @@ class ControlPlane:
         )
         outcome: Outcome = await self.node.awrite(cmd)
         return outcome
+
+
+def _news(state: core.State, name: str, after_revision: int, until_finished: bool) -> bool:
+    run = state.runs.runs.get(name)
+    if run is None:
+        return True  # answered at once, as NotFound
+    if until_finished:
+        return run.phase is not RunPhase.RUNNING
+    return run.revision > after_revision
+
+
+def _follow_ups(
+    state: core.State,
+    topology: Topology,
+    now: float,
+    ref: str,
+    attempt: int,
+    worker_id: str,
+    count: int,
+    promised: set[str],
+) -> list[tuple[str, str, float]]:
+    done = state.runs.tasks.get(ref)
+    if count <= 0 or done is None or not done.is_current(attempt, worker_id):
+        return []
+    workers = state.workers.values()
+    planned = follow_ups(state.runs, workers, topology, now, done, count, promised)
+    return [(a.task_id, a.region, a.estimated_transfer_seconds) for a in planned]
 
 
 def _first_scheduled(state: core.State, worker_id: str) -> tuple[str, int] | None:

@@ -92,6 +92,7 @@ def run_pb(view: RunView) -> pb.PipelineStatus:
         finished_at=run.finished_at,
         tasks=[task_pb(t) for t in view.tasks],
         submission_key=run.submission_key,
+        revision=run.revision,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 
 
@@ -65,21 +66,25 @@ def _reachable(edges: Mapping[str, Sequence[str]], start: str) -> set[str]:
 
 
 def topological_order(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
-    """Steps so that every step comes after its dependencies; ties broken by name."""
-    remaining = {step: set(deps) for step, deps in depends_on.items()}
+    """Steps so that every step comes after its dependencies; ties broken by name.
+
+    Kahn's algorithm with a heap: O((steps + edges) log steps), so a fan-out of thousands of
+    steps is ordered in milliseconds."""
+    waiting = {step: len(set(deps)) for step, deps in depends_on.items()}
+    dependents: dict[str, list[str]] = {}
+    for step, deps in depends_on.items():
+        for dep in set(deps):
+            dependents.setdefault(dep, []).append(step)
+    ready = [step for step, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
     order: list[str] = []
-    ready = sorted(step for step, deps in remaining.items() if not deps)
     while ready:
-        step = ready.pop(0)
+        step = heapq.heappop(ready)
         order.append(step)
-        del remaining[step]
-        unlocked = []
-        for other, deps in remaining.items():
-            if step in deps:
-                deps.discard(step)
-                if not deps:
-                    unlocked.append(other)
-        ready = sorted([*ready, *unlocked])
-    if remaining:
-        raise ValueError(f"cycle among {sorted(remaining)}")
+        for other in dependents.get(step, ()):
+            waiting[other] -= 1
+            if waiting[other] == 0:
+                heapq.heappush(ready, other)
+    if len(order) < len(waiting):
+        raise ValueError(f"cycle among {sorted(set(waiting) - set(order))}")
     return order

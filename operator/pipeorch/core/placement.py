@@ -9,10 +9,12 @@ same state always yields the same plan. ``maxParallel`` caps a pipeline's active
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from pipeorch.core.runs import ACTIVE, Runs, Task, task_id
+from pipeorch.core.runs import Runs, Task, task_id
 from pipeorch.core.workers import Worker, WorkerStatus
 
 
@@ -63,21 +65,45 @@ class Assignment:
     estimated_transfer_seconds: float
 
 
-def plan(runs: Runs, workers: Iterable[Worker], topology: Topology, now: float) -> list[Assignment]:
-    """Assign as many eligible tasks as there is idle capacity, oldest ready first."""
-    capacity = _idle_capacity(runs, workers)
-    active = _active_per_pipeline(runs)
-    spread = _active_per_pipeline_region(runs)
+def plan(
+    runs: Runs,
+    workers: Iterable[Worker],
+    topology: Topology,
+    now: float,
+    *,
+    after: Task | None = None,
+    promised: Collection[str] = (),
+) -> list[Assignment]:
+    """Assign as many eligible tasks as there is idle capacity, oldest ready first.
+
+    With ``after``, plan as if that running task had just succeeded: its slot is free, its
+    dependents that it unlocks are ready, and its own worker is preferred among equals (so a
+    chain of steps stays on the worker that holds the previous step's files in its cache).
+    ``promised`` tasks are left out: other plans have them in commits still in flight.
+    """
+    capacity = _idle_capacity(runs, workers, released=after)
     free = sum(n for workers_ in capacity.values() for n in workers_.values())
     assignments: list[Assignment] = []
-    for task in sorted(_eligible(runs, now), key=lambda t: (t.ready_at, t.task_id)):
+    if not free:
+        return assignments
+    active = dict(runs.index.active_by_run)
+    spread = dict(runs.index.active_by_run_region)
+    candidates: Iterable[Task] = runs.assignable(now)
+    if after is not None:
+        _bump(active, after.pipeline, -1)
+        _bump(spread, (after.pipeline, after.region), -1)
+        candidates = itertools.chain(candidates, runs.unlocked_by(after))
+    prefer = after.worker_id if after is not None else None
+    for task in candidates:
+        if task.task_id in promised:
+            continue
         if len(assignments) == free:
             break  # every slot is taken: the rest waits for the next round
         run = runs.runs[task.pipeline]
         limit = run.spec.maxParallel
         if limit is not None and active.get(task.pipeline, 0) >= limit:
             continue
-        choice = _choose(runs, task, capacity, topology, spread, run.spec.placement)
+        choice = _choose(runs, task, capacity, topology, spread, run.spec.placement, prefer)
         if choice is None:
             continue
         worker, region, estimate = choice
@@ -107,6 +133,7 @@ def _choose(
     topology: Topology,
     spread: dict[tuple[str, str], int],
     placement: str,
+    prefer: str | None = None,
 ) -> tuple[str, str, float] | None:
     pin = runs.runs[task.pipeline].step_spec(task.step).region
     regions = [r for r, ws in capacity.items() if any(n > 0 for n in ws.values())]
@@ -122,39 +149,42 @@ def _choose(
 
     best = min(regions, key=rank)
     workers = capacity[best]
-    worker = min((w for w, n in workers.items() if n > 0), key=lambda w: (-workers[w], w))
+    idle = [w for w, n in workers.items() if n > 0]
+    worker = prefer if prefer in idle else min(idle, key=lambda w: (-workers[w], w))
     return worker, best, input_estimate(runs, task, best, topology)
 
 
-def _eligible(runs: Runs, now: float) -> Iterable[Task]:
-    return (t for t in runs.tasks.values() if runs.is_assignable(t, now))
+def follow_ups(
+    runs: Runs,
+    workers: Iterable[Worker],
+    topology: Topology,
+    now: float,
+    done: Task,
+    count: int,
+    promised: Collection[str] = (),
+) -> list[Assignment]:
+    """Up to ``count`` tasks for ``done``'s worker to run next, as the scheduler would place
+    them once ``done`` succeeded; handed over with the completion, they cost no extra round."""
+    if count <= 0:
+        return []
+    planned = plan(runs, workers, topology, now, after=done, promised=promised)
+    return [a for a in planned if a.worker_id == done.worker_id][:count]
 
 
-def _idle_capacity(runs: Runs, workers: Iterable[Worker]) -> dict[str, dict[str, int]]:
-    busy: dict[str, int] = {}
-    for task in runs.tasks.values():
-        if task.phase in ACTIVE:
-            busy[task.worker_id] = busy.get(task.worker_id, 0) + 1
+def _bump(counts: dict[Any, int], key: Any, delta: int) -> None:
+    counts[key] = max(0, counts.get(key, 0) + delta)
+
+
+def _idle_capacity(
+    runs: Runs, workers: Iterable[Worker], released: Task | None = None
+) -> dict[str, dict[str, int]]:
+    busy = runs.index.active_by_worker
     capacity: dict[str, dict[str, int]] = {}
     for worker in workers:
         if worker.status is WorkerStatus.ONLINE:
-            idle = worker.slots - busy.get(worker.worker_id, 0)
+            running = len(busy.get(worker.worker_id, ()))
+            if released is not None and released.worker_id == worker.worker_id:
+                running -= 1
+            idle = worker.slots - running
             capacity.setdefault(worker.region, {})[worker.worker_id] = max(0, idle)
     return capacity
-
-
-def _active_per_pipeline(runs: Runs) -> dict[str, int]:
-    active: dict[str, int] = {}
-    for task in runs.tasks.values():
-        if task.phase in ACTIVE:
-            active[task.pipeline] = active.get(task.pipeline, 0) + 1
-    return active
-
-
-def _active_per_pipeline_region(runs: Runs) -> dict[tuple[str, str], int]:
-    counts: dict[tuple[str, str], int] = {}
-    for task in runs.tasks.values():
-        if task.phase in ACTIVE:
-            key = (task.pipeline, task.region)
-            counts[key] = counts.get(key, 0) + 1
-    return counts

@@ -17,7 +17,9 @@ failures do not spend the step's retry budget; they are counted apart, and bound
 
 from __future__ import annotations
 
+import bisect
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -147,6 +149,8 @@ class Run:
     finished_at: float = 0.0
     message: str = ""
     steps: list[str] = field(default_factory=list)
+    #: Bumped by every change to the run or one of its tasks, so a watcher can wait for news.
+    revision: int = 0
 
     _spec: PipelineSpec | None = field(default=None, repr=False, compare=False)
     _steps: dict[str, Step] = field(default_factory=dict, repr=False, compare=False)
@@ -173,6 +177,7 @@ class Run:
             "finished_at": self.finished_at,
             "message": self.message,
             "steps": list(self.steps),
+            "revision": self.revision,
         }
 
     @classmethod
@@ -196,6 +201,55 @@ class Outcome:
     will_retry: bool = False
 
 
+ASSIGNABLE = frozenset({TaskPhase.READY, TaskPhase.RETRYING})
+
+
+@dataclass(slots=True)
+class _Index:
+    """Tasks by what the scheduler and the transitions ask for, so that neither scans every task
+    ever submitted. Derived from the tasks (never serialized); kept current by ``_set_phase``."""
+
+    #: (ready_at, task id) of every Ready or Retrying task, kept sorted: oldest first.
+    queue: list[tuple[float, str]] = field(default_factory=list)
+    active_by_worker: dict[str, set[str]] = field(default_factory=dict)
+    active_by_run: dict[str, int] = field(default_factory=dict)
+    active_by_run_region: dict[tuple[str, str], int] = field(default_factory=dict)
+    open_by_run: dict[str, int] = field(default_factory=dict)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, task: Task) -> None:
+        self._count(task, +1)
+
+    def remove(self, task: Task) -> None:
+        self._count(task, -1)
+
+    def _count(self, task: Task, delta: int) -> None:
+        ref, phase = task.task_id, task.phase
+        if phase in ASSIGNABLE:
+            key = (task.ready_at, ref)
+            if delta > 0:
+                bisect.insort(self.queue, key)
+            else:
+                i = bisect.bisect_left(self.queue, key)
+                if i < len(self.queue) and self.queue[i] == key:
+                    del self.queue[i]
+        elif phase in ACTIVE:
+            refs = self.active_by_worker.setdefault(task.worker_id, set())
+            (refs.add if delta > 0 else refs.discard)(ref)
+            _bump(self.active_by_run, task.pipeline, delta)
+            _bump(self.active_by_run_region, (task.pipeline, task.region), delta)
+        if phase not in TERMINAL:
+            _bump(self.open_by_run, task.pipeline, delta)
+
+
+def _bump(counts: dict[Any, int], key: Any, delta: int) -> None:
+    value = counts.get(key, 0) + delta
+    if value:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
+
+
 @dataclass(slots=True)
 class Runs:
     runs: dict[str, Run] = field(default_factory=dict)
@@ -204,6 +258,7 @@ class Runs:
     stale_reports: int = 0
     #: Failures by class (retries counted apart from the retry budget).
     failures: dict[str, int] = field(default_factory=lambda: {c.value: 0 for c in FailureClass})
+    index: _Index = field(default_factory=_Index, repr=False, compare=False)
 
     # ---- submission and cancellation ----------------------------------------------------
 
@@ -217,8 +272,9 @@ class Runs:
         order = dag.topological_order({s.name: list(s.dependsOn) for s in spec.steps})
         run.steps = order
         self.runs[name] = run
+        by_name = {step.name: step for step in spec.steps}
         for step_name in order:
-            step = spec.step(step_name)
+            step = by_name[step_name]
             task = Task(
                 task_id=task_id(name, step_name),
                 pipeline=name,
@@ -227,7 +283,7 @@ class Runs:
             )
             if not step.dependsOn:
                 task.phase, task.ready_at = TaskPhase.READY, now
-            self.tasks[task.task_id] = task
+            self._add(task)
         return run, True
 
     def cancel(self, name: str, now: float) -> Run | None:
@@ -239,6 +295,7 @@ class Runs:
                 if task.phase not in TERMINAL:
                     self._finish(task, TaskPhase.CANCELLED, now, "pipeline cancelled")
             run.phase, run.finished_at, run.message = RunPhase.CANCELLED, now, "cancelled"
+            run.revision += 1
         return run
 
     # ---- scheduling ---------------------------------------------------------------------
@@ -250,16 +307,15 @@ class Runs:
         task = self.tasks.get(task_ref)
         if task is None or not self.is_assignable(task, now):
             return False
-        task.phase = TaskPhase.SCHEDULED
+        self._set_phase(task, TaskPhase.SCHEDULED, worker_id=worker_id, region=region)
         task.attempt += 1
-        task.worker_id, task.region = worker_id, region
         task.scheduled_at, task.lease_expires_at = now, now + lease
         task.estimated_transfer_seconds = estimate
         task.message = ""
         return True
 
     def is_assignable(self, task: Task, now: float) -> bool:
-        return task.phase in (TaskPhase.READY, TaskPhase.RETRYING) and task.not_before <= now
+        return task.phase in ASSIGNABLE and task.not_before <= now
 
     def start(self, ref: str, attempt: int, worker_id: str, now: float, lease: float) -> bool:
         """The worker took its scheduled attempt: Scheduled -> Running. Only once."""
@@ -268,7 +324,8 @@ class Runs:
             return False
         if not task.is_current(attempt, worker_id):
             return False
-        task.phase, task.started_at, task.lease_expires_at = TaskPhase.RUNNING, now, now + lease
+        self._set_phase(task, TaskPhase.RUNNING)
+        task.started_at, task.lease_expires_at = now, now + lease
         return True
 
     def renew(self, worker_id: str, attempts: dict[str, int], now: float, lease: float) -> int:
@@ -279,7 +336,8 @@ class Runs:
             if task is None or not task.is_current(attempt, worker_id):
                 continue
             if task.phase is TaskPhase.SCHEDULED:
-                task.phase, task.started_at = TaskPhase.RUNNING, now
+                self._set_phase(task, TaskPhase.RUNNING)
+                task.started_at = now
             task.lease_expires_at = now + lease
             renewed += 1
         return renewed
@@ -341,7 +399,7 @@ class Runs:
 
     def requeue_worker(self, worker_id: str, now: float) -> list[str]:
         """The worker went offline: its tasks go back to Ready (infrastructure failure)."""
-        lost = [t for t in self.tasks.values() if t.phase in ACTIVE and t.worker_id == worker_id]
+        lost = self.assigned_to(worker_id)
         for task in lost:
             self._record_failure(task, FailureClass.INFRASTRUCTURE, f"worker {worker_id} lost", now)
         return [t.task_id for t in lost]
@@ -355,19 +413,20 @@ class Runs:
         return [self.tasks[task_id(pipeline, step)] for step in run.steps]
 
     def expired_leases(self, now: float) -> tuple[str, ...]:
-        return tuple(
-            sorted(
-                t.task_id
-                for t in self.tasks.values()
-                if t.phase in ACTIVE and t.lease_expires_at <= now
-            )
-        )
+        refs = (ref for refs in self.index.active_by_worker.values() for ref in refs)
+        return tuple(sorted(r for r in refs if self.tasks[r].lease_expires_at <= now))
 
     def assigned_to(self, worker_id: str) -> list[Task]:
-        return sorted(
-            (t for t in self.tasks.values() if t.phase in ACTIVE and t.worker_id == worker_id),
-            key=lambda t: t.task_id,
-        )
+        """The worker's Scheduled and Running tasks, by id."""
+        return [self.tasks[r] for r in sorted(self.index.active_by_worker.get(worker_id, ()))]
+
+    def assignable(self, now: float) -> Iterator[Task]:
+        """Ready tasks (and retries past their backoff), oldest first, lazily: a planner that
+        fills its last free slot stops reading."""
+        for _, ref in list(self.index.queue):
+            task = self.tasks[ref]
+            if task.not_before <= now:
+                yield task
 
     def progress(self, pipeline: str) -> tuple[int, int]:
         tasks = self.tasks_of(pipeline)
@@ -398,16 +457,16 @@ class Runs:
         if failure is FailureClass.INFRASTRUCTURE:
             task.infra_failures += 1
             if task.infra_failures <= MAX_INFRA_FAILURES:
-                task.phase, task.ready_at = TaskPhase.READY, now
-                task.not_before = now + infra_delay(task.infra_failures)
+                delay = infra_delay(task.infra_failures)
+                self._set_phase(task, TaskPhase.READY, ready_at=now, not_before=now + delay)
                 return Outcome(accepted=True, will_retry=True)
             message = f"{message} (gave up after {MAX_INFRA_FAILURES} infrastructure failures)"
         else:
             task.app_failures += 1
             policy = self.runs[task.pipeline].step_spec(task.step).retry
             if task.app_failures <= policy.limit:
-                task.phase = TaskPhase.RETRYING
-                task.ready_at = task.not_before = now + policy.delay(task.app_failures)
+                at = now + policy.delay(task.app_failures)
+                self._set_phase(task, TaskPhase.RETRYING, ready_at=at, not_before=at)
                 return Outcome(accepted=True, will_retry=True)
         self._finish(task, TaskPhase.FAILED, now, message)
         self._skip_downstream(task, now)
@@ -415,17 +474,27 @@ class Runs:
         return Outcome(accepted=True, will_retry=False)
 
     def _finish(self, task: Task, phase: TaskPhase, now: float, message: str) -> None:
-        task.phase, task.finished_at = phase, now
+        self._set_phase(task, phase)
+        task.finished_at = now
         if message or phase is TaskPhase.SUCCEEDED:
             task.message = message
         task.lease_expires_at = 0.0
 
+    def unlocked_by(self, done: Task) -> list[Task]:
+        """The Pending dependents of ``done`` that its success makes (or made) Ready."""
+        unlocked = []
+        for ref in self.index.dependents.get(done.task_id, ()):
+            task = self.tasks[ref]
+            if task.phase is TaskPhase.PENDING and all(
+                d == done.step or self.tasks[task_id(done.pipeline, d)].phase is TaskPhase.SUCCEEDED
+                for d in task.depends_on
+            ):
+                unlocked.append(task)
+        return unlocked
+
     def _unlock_dependents(self, done: Task, now: float) -> None:
-        for task in self.tasks_of(done.pipeline):
-            if task.phase is TaskPhase.PENDING and done.step in task.depends_on:
-                deps = [self.tasks[task_id(done.pipeline, d)] for d in task.depends_on]
-                if all(d.phase is TaskPhase.SUCCEEDED for d in deps):
-                    task.phase, task.ready_at = TaskPhase.READY, now
+        for task in self.unlocked_by(done):
+            self._set_phase(task, TaskPhase.READY, ready_at=now)
 
     def _skip_downstream(self, failed: Task, now: float) -> None:
         graph = {t.step: t.depends_on for t in self.tasks_of(failed.pipeline)}
@@ -438,17 +507,48 @@ class Runs:
 
     def _settle_run(self, pipeline: str, now: float) -> None:
         run = self.runs[pipeline]
-        if run.phase is not RunPhase.RUNNING:
+        if run.phase is not RunPhase.RUNNING or self.index.open_by_run.get(pipeline):
             return
         tasks = self.tasks_of(pipeline)
-        if not all(t.phase in TERMINAL for t in tasks):
-            return
+        run.revision += 1
         failed = [t.step for t in tasks if t.phase is TaskPhase.FAILED]
         run.finished_at = now
         if failed:
             run.phase, run.message = RunPhase.FAILED, f"step {failed[0]!r} failed"
         else:
             run.phase, run.message = RunPhase.SUCCEEDED, ""
+
+    def _set_phase(
+        self,
+        task: Task,
+        phase: TaskPhase,
+        *,
+        worker_id: str | None = None,
+        region: str | None = None,
+        ready_at: float | None = None,
+        not_before: float | None = None,
+    ) -> None:
+        """Every change of phase (and of the fields the index sorts or groups by) goes
+        through here, keeping the index and the run's revision current."""
+        self.index.remove(task)
+        task.phase = phase
+        if worker_id is not None:
+            task.worker_id = worker_id
+        if region is not None:
+            task.region = region
+        if ready_at is not None:
+            task.ready_at = ready_at
+        if not_before is not None:
+            task.not_before = not_before
+        self.index.add(task)
+        self.runs[task.pipeline].revision += 1
+
+    def _add(self, task: Task) -> None:
+        self.tasks[task.task_id] = task
+        self.index.add(task)
+        for dep in task.depends_on:
+            upstream = task_id(task.pipeline, dep)
+            self.index.dependents.setdefault(upstream, []).append(task.task_id)
 
     # ---- persistence --------------------------------------------------------------------
 
@@ -464,8 +564,9 @@ class Runs:
     def from_dict(cls, data: dict[str, Any]) -> Runs:
         runs = cls(
             runs={k: Run.from_dict(v) for k, v in data.get("runs", {}).items()},
-            tasks={k: Task.from_dict(v) for k, v in data.get("tasks", {}).items()},
             stale_reports=int(data.get("stale_reports", 0)),
         )
+        for task_data in data.get("tasks", {}).values():
+            runs._add(Task.from_dict(task_data))
         runs.failures.update(data.get("failures", {}))
         return runs

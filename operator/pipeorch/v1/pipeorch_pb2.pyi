@@ -449,12 +449,18 @@ class CompleteTaskRequest(_message.Message):
     LOG_TAIL_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    TAKE_NEXT_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     log_key: _builtins.str
     """Where the full stdout/stderr are kept, and their tails for status."""
     log_tail: _builtins.str
     started_at: _builtins.float
     finished_at: _builtins.float
+    take_next: _builtins.int
+    """How many more tasks the worker takes with the answer (the slot this one freed): the
+    control plane may start them in the same commit as the completion, so the next step of
+    a chain costs no scheduling round.
+    """
     @_builtins.property
     def task(self) -> Global___TaskRef: ...
     @_builtins.property
@@ -469,10 +475,11 @@ class CompleteTaskRequest(_message.Message):
         log_tail: _builtins.str = ...,
         started_at: _builtins.float = ...,
         finished_at: _builtins.float = ...,
+        take_next: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "log_key", b"log_key", "log_tail", b"log_tail", "outputs", b"outputs", "started_at", b"started_at", "task", b"task", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "log_key", b"log_key", "log_tail", b"log_tail", "outputs", b"outputs", "started_at", b"started_at", "take_next", b"take_next", "task", b"task", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -484,18 +491,24 @@ class CompleteTaskResponse(_message.Message):
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    NEXT_TASKS_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     """False when the completion was stale or a duplicate and was ignored."""
     reason: _builtins.str
+    @_builtins.property
+    def next_tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAssignment]:
+        """Tasks already Running on this worker, to run now (at most take_next)."""
+
     def __init__(
         self,
         *,
         accepted: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        next_tasks: _abc.Iterable[Global___TaskAssignment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "next_tasks", b"next_tasks", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -694,15 +707,29 @@ class GetPipelineRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    AFTER_REVISION_FIELD_NUMBER: _builtins.int
+    UNTIL_FINISHED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    wait_seconds: _builtins.float
+    """Long-poll: hold the answer for up to this long until the pipeline changes past
+    `after_revision` (or, with `until_finished`, until it finishes). 0 answers at once.
+    """
+    after_revision: _builtins.int
+    """The `revision` of the status the caller already has."""
+    until_finished: _builtins.bool
+    """Wait for a finished pipeline (Succeeded, Failed or Cancelled) rather than any change."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        wait_seconds: _builtins.float = ...,
+        after_revision: _builtins.int = ...,
+        until_finished: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision", "name", b"name", "until_finished", b"until_finished", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -721,6 +748,7 @@ class PipelineStatus(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
     SUBMISSION_KEY_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     phase: _builtins.str
     progress: _builtins.str
@@ -730,6 +758,8 @@ class PipelineStatus(_message.Message):
     started_at: _builtins.float
     finished_at: _builtins.float
     submission_key: _builtins.str
+    revision: _builtins.int
+    """Moves with every change to the pipeline or its tasks (see GetPipelineRequest)."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskStatus]: ...
     def __init__(
@@ -744,10 +774,11 @@ class PipelineStatus(_message.Message):
         finished_at: _builtins.float = ...,
         tasks: _abc.Iterable[Global___TaskStatus] | None = ...,
         submission_key: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "message", b"message", "name", b"name", "phase", b"phase", "progress", b"progress", "started_at", b"started_at", "submission_key", b"submission_key", "submitted_at", b"submitted_at", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "message", b"message", "name", b"name", "phase", b"phase", "progress", b"progress", "revision", b"revision", "started_at", b"started_at", "submission_key", b"submission_key", "submitted_at", b"submitted_at", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -186,3 +186,70 @@ def test_repeated_infrastructure_failures_back_off():
         )
         delays.append(runs.tasks[ref].not_before - now)
     assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def index_of(runs: Runs) -> dict[str, object]:
+    index = runs.index
+    return {
+        "queue": list(index.queue),
+        "active_by_worker": {w: sorted(r) for w, r in index.active_by_worker.items() if r},
+        "active_by_run": dict(index.active_by_run),
+        "active_by_run_region": dict(index.active_by_run_region),
+        "open_by_run": dict(index.open_by_run),
+        "dependents": {k: sorted(v) for k, v in index.dependents.items()},
+    }
+
+
+def test_the_index_always_matches_one_rebuilt_from_the_tasks():
+    """Every transition keeps the scheduler's index equal to a fresh rebuild (a restore)."""
+    runs = Runs()
+    submit(runs, CHAIN)
+    submit(runs, CHAIN, name="q")
+    fan = "".join(f'    - {{name: f{i}, run: "m:f"}}\n' for i in range(4))
+    submit(runs, fan, name="fan")
+
+    def check() -> None:
+        assert index_of(runs) == index_of(Runs.from_dict(runs.to_dict()))
+
+    check()
+    a = run_step(runs, "a", worker="w1")
+    check()
+    runs.renew("w1", {"p.a": a}, 1.5, LEASE)
+    runs.complete("p.a", a, "w1", out("x"), "", "", 2.0)
+    check()
+    b = run_step(runs, "b", worker="w2")
+    runs.fail("p.b", b, "w2", FailureClass.APPLICATION, "boom", "", "", 3.0)  # -> Retrying
+    check()
+    assert runs.assign("q.a", "w1", "gcp", 3.0, LEASE, 0.0)
+    assert runs.assign("fan.f0", "w1", "gcp", 3.0, LEASE, 0.0)
+    assert runs.assign("fan.f1", "w2", "aws", 3.0, LEASE, 0.0)
+    check()
+    assert runs.requeue_worker("w1", 4.0) == ["fan.f0", "q.a"]  # -> Ready, infra failures
+    check()
+    assert runs.expire_leases(runs.expired_leases(99.0), 99.0) == ["fan.f1"]
+    check()
+    runs.cancel("q", 100.0)
+    check()
+    assert index_of(runs)["open_by_run"] == {"p": 2, "fan": 4}
+    # Oldest first: never assigned (0), requeued (4), retry after its backoff (3 + 5), expired.
+    assert [t.task_id for t in list(runs.assignable(100.0))] == [
+        "fan.f2",
+        "fan.f3",
+        "fan.f0",
+        "p.b",
+        "fan.f1",
+    ]
+
+
+def test_every_change_to_a_run_moves_its_revision():
+    runs = Runs()
+    run, _ = submit(runs, CHAIN)
+    seen = run.revision
+    a = run_step(runs, "a")
+    assert run.revision > seen
+    seen = run.revision
+    runs.complete("p.a", a, "w1", out("x"), "", "", 2.0)
+    assert run.revision > seen
+    seen = run.revision
+    runs.cancel("p", 3.0)
+    assert run.revision > seen
