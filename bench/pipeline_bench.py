@@ -44,13 +44,8 @@ def run(client: Client, text: str, name: str, timeout: float) -> pb.PipelineStat
     start = time.perf_counter()
     client.call(lambda s, t: s.SubmitPipeline(pb.SubmitPipelineRequest(manifest=text), timeout=t))
 
-    def finished() -> pb.PipelineStatus | None:
-        status = client.call(
-            lambda s, t: s.GetPipeline(pb.GetPipelineRequest(name=name), timeout=t)
-        )
-        return status if status.phase in ("Succeeded", "Failed") else None
-
-    status = wait_until(finished, timeout, interval=0.002, what=name)
+    request = pb.GetPipelineRequest(name=name, wait_seconds=timeout, until_finished=True)
+    status = client.call(lambda s, t: s.GetPipeline(request, timeout=t + timeout))
     if status.phase != "Succeeded":
         failed = [
             (t.step, t.message, t.log_tail[-300:]) for t in status.tasks if t.phase == "Failed"

@@ -186,14 +186,18 @@ class WorkerAgent:
                 await asyncio.sleep(1.0)
 
     async def _work(self, slot: int) -> None:
+        """One slot: take a task, run it, report it; the report may hand over the next one."""
         assert self._runner is not None
+        handed: Attempt | None = None
         while True:
-            try:
-                attempt = await self.acquire()
-            except (NoReplicaAnswered, grpc.aio.AioRpcError) as e:
-                log.warning("worker %s: acquire failed: %s", self.worker_id, e)
-                await asyncio.sleep(min(self._settings.heartbeat_interval, 1.0))
-                continue
+            attempt, handed = handed, None
+            if attempt is None:
+                try:
+                    attempt = await self.acquire()
+                except (NoReplicaAnswered, grpc.aio.AioRpcError) as e:
+                    log.warning("worker %s: acquire failed: %s", self.worker_id, e)
+                    await asyncio.sleep(min(self._settings.heartbeat_interval, 1.0))
+                    continue
             if attempt is None:
                 continue
             self._running[attempt.task_id] = attempt
@@ -203,7 +207,7 @@ class WorkerAgent:
             )
             try:
                 result = await self._runner.run(attempt)
-                await self._report(attempt, result)
+                handed = await self._report(attempt, result)
             finally:
                 self._running.pop(attempt.task_id, None)
                 self.status.running = sorted(self._running)
@@ -222,8 +226,9 @@ class WorkerAgent:
             return None
         return attempt_from_pb(response.task)
 
-    async def _report(self, attempt: Attempt, result: AttemptResult) -> None:
+    async def _report(self, attempt: Attempt, result: AttemptResult) -> Attempt | None:
         """Report the outcome until a replica takes it: a lost report would rerun the step.
+        A completion asks for the slot's next task, which comes back already started.
 
         Reports are idempotent (they name the attempt), so repeating one is always safe."""
         ref = pb.TaskRef(task_id=attempt.task_id, attempt=attempt.attempt)
@@ -245,6 +250,7 @@ class WorkerAgent:
                 log_tail=result.log_tail,
                 started_at=result.started_at,
                 finished_at=result.finished_at,
+                take_next=1,
             )
         else:
             request = pb.FailTaskRequest(
@@ -262,7 +268,7 @@ class WorkerAgent:
             )
         while True:
             try:
-                accepted, reason = await self._send(request)
+                accepted, reason, handed = await self._send(request)
                 break
             except NoReplicaAnswered as e:
                 log.warning(
@@ -276,13 +282,16 @@ class WorkerAgent:
         verdict = "accepted" if accepted else f"ignored ({reason})"
         outcome = "succeeded" if result.ok else f"failed ({result.message})"
         log.info("worker %s: %s %s; report %s", self.worker_id, attempt.task_id, outcome, verdict)
+        return attempt_from_pb(handed[0]) if handed else None
 
-    async def _send(self, request: pb.CompleteTaskRequest | pb.FailTaskRequest) -> tuple[bool, str]:
+    async def _send(
+        self, request: pb.CompleteTaskRequest | pb.FailTaskRequest
+    ) -> tuple[bool, str, list[pb.TaskAssignment]]:
         if isinstance(request, pb.CompleteTaskRequest):
             completed = await self._call(lambda stub, t: stub.CompleteTask(request, timeout=t))
-            return completed.accepted, completed.reason
+            return completed.accepted, completed.reason, list(completed.next_tasks)
         failed = await self._call(lambda stub, t: stub.FailTask(request, timeout=t))
-        return failed.accepted, failed.reason
+        return failed.accepted, failed.reason, []
 
     @property
     def _store_region(self) -> str:
