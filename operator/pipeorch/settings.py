@@ -168,8 +168,8 @@ class ControlPlaneSettings(BaseSettings):
     scheduler_tick: float = Field(
         0.1,
         gt=0,
-        description="The leader plans on every applied change, and at least this often (for "
-        "retry backoffs and lease expiries).",
+        description="Waiting AcquireTask calls re-plan on every applied change and at least "
+        "this often (for retry backoffs); the leader checks task leases as often.",
     )
     latency_ms: dict[str, dict[str, float]] = Field(
         default_factory=dict,

@@ -12,9 +12,9 @@ import uvicorn
 
 from pipeorch.controlplane.grpc_api import add_services
 from pipeorch.controlplane.http_api import create_app
+from pipeorch.controlplane.leases import LeaseKeeper
 from pipeorch.controlplane.liveness import LivenessMonitor
 from pipeorch.controlplane.metrics import Metrics
-from pipeorch.controlplane.scheduler import Scheduler
 from pipeorch.controlplane.service import ChangeFeed, ControlPlane
 from pipeorch.core.placement import Topology
 from pipeorch.errors import ConfigError
@@ -39,10 +39,8 @@ async def serve(settings: ControlPlaneSettings) -> None:
     feed = ChangeFeed(loop)
     node.on_apply(feed.notify_threadsafe)
     topology = Topology.from_matrix(settings.latency_ms, settings.bandwidth_mbps)
-    control = ControlPlane(node, feed, settings.task_lease, topology)
-    scheduler = Scheduler(
-        node, feed, topology, settings.task_lease, settings.scheduler_tick, control.promised
-    )
+    control = ControlPlane(node, feed, settings.task_lease, topology, settings.scheduler_tick)
+    leases = LeaseKeeper(node, feed, settings.scheduler_tick)
 
     grpc_server = grpc.aio.server()
     add_services(grpc_server, control, metrics, settings.node_id)
@@ -66,7 +64,7 @@ async def serve(settings: ControlPlaneSettings) -> None:
     liveness = asyncio.create_task(
         LivenessMonitor(node, metrics, settings.liveness_check_period).run()
     )
-    scheduling = asyncio.create_task(scheduler.run())
+    scheduling = asyncio.create_task(leases.run())
     http_task = asyncio.create_task(http.serve())
     log.info(
         "control plane %s up: raft %s, grpc %s, http %s",

@@ -11,9 +11,10 @@ import asyncio
 import functools
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pipeorch.core import state as core
-from pipeorch.core.placement import Topology, follow_ups
+from pipeorch.core.placement import Topology, plan_for
 from pipeorch.core.runs import Artifact, Outcome, Run, RunPhase, Task, TaskPhase, task_id
 from pipeorch.core.spec import Step, parse_pipeline, spec_json
 from pipeorch.errors import Conflict, NotFound
@@ -89,12 +90,18 @@ def _view(state: core.State, name: str) -> RunView | None:
 
 class ControlPlane:
     def __init__(
-        self, node: RaftNode, feed: ChangeFeed, task_lease: float, topology: Topology
+        self,
+        node: RaftNode,
+        feed: ChangeFeed,
+        task_lease: float,
+        topology: Topology,
+        tick: float = 0.5,
     ) -> None:
         self.node = node
         self.feed = feed
         self.task_lease = task_lease
         self.topology = topology
+        self.tick = tick
         #: Tasks that plans made here put in commits still in flight. Concurrent completions
         #: would otherwise all pick the same oldest ready task, and all but one go without.
         self.promised: set[str] = set()
@@ -162,7 +169,8 @@ class ControlPlane:
     # ---- workers --------------------------------------------------------------------------
 
     async def acquire(self, worker_id: str, wait: float) -> Work | None:
-        """Long-poll for a task scheduled on ``worker_id``; mark it Running and return it."""
+        """Long-poll for work for ``worker_id``: its share of the placement plan, assigned and
+        started in one commit (or a task already scheduled on it), returned Running."""
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             seen = self.feed.version
@@ -171,12 +179,22 @@ class ControlPlane:
                 ref, attempt = scheduled
                 cmd = core.start_task_cmd(ref, attempt, worker_id, time.time(), self.task_lease)
                 if await self.node.awrite(cmd):
-                    return self.node.read(functools.partial(_work, ref=ref))
+                    return self._work(ref)
+                continue
+            now = time.time()
+            plan = self.node.read(functools.partial(self._plan_for, worker_id=worker_id, now=now))
+            if plan:
+                started = await self._commit_promised(
+                    plan, core.assign_and_start_cmd(worker_id, plan, now, self.task_lease)
+                )
+                if started:
+                    return self._work(started[0])
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            await self.feed.wait(seen, remaining)
+            # Changes wake it; the tick covers retries whose backoff ends with no change.
+            await self.feed.wait(seen, min(remaining, self.tick))
 
     async def complete(
         self,
@@ -192,21 +210,54 @@ class ControlPlane:
         worker, placed as the scheduler would place them, and return them as its next work."""
         now = time.time()
         plan = self.node.read(
-            lambda s: _follow_ups(
-                s, self.topology, now, ref, attempt, worker_id, take_next, self.promised
-            )
+            lambda s: self._plan_for(s, worker_id, now, take_next, after=(ref, attempt))
         )
         cmd = core.complete_and_continue_cmd(
             ref, attempt, worker_id, outputs, log_key, log_tail, now, plan, self.task_lease
         )
-        promised = {task_ref for task_ref, _, _ in plan}
+        outcome, started = await self._commit_promised(plan, cmd)
+        return outcome, [self._work(r) for r in started]
+
+    def _plan_for(
+        self,
+        state: core.State,
+        worker_id: str,
+        now: float,
+        count: int = 1,
+        after: tuple[str, int] | None = None,
+    ) -> list[tuple[str, str, float]]:
+        """(task id, region, estimated transfer seconds) for the worker, from its share of the
+        plan; ``after`` names its task that is about to succeed (see ``plan_for``)."""
+        done = None
+        if after is not None:
+            done = state.runs.tasks.get(after[0])
+            if done is None or not done.is_current(after[1], worker_id):
+                return []
+        workers = state.workers.values()
+        planned = plan_for(
+            worker_id,
+            state.runs,
+            workers,
+            self.topology,
+            now,
+            count,
+            after=done,
+            promised=self.promised,
+        )
+        return [(a.task_id, a.region, a.estimated_transfer_seconds) for a in planned]
+
+    async def _commit_promised(self, plan: list[tuple[str, str, float]], cmd: core.Command) -> Any:
+        """Write ``cmd``, with its planned tasks promised until it applies: concurrent plans
+        would otherwise all pick the same oldest ready task, and all but one come back empty."""
+        promised = {ref for ref, _, _ in plan}
         self.promised |= promised
         try:
-            outcome, started = await self.node.awrite(cmd)
+            return await self.node.awrite(cmd)
         finally:
             self.promised -= promised
-        work = [self.node.read(functools.partial(_work, ref=r)) for r in started]
-        return outcome, work
+
+    def _work(self, ref: str) -> Work:
+        return self.node.read(functools.partial(_work, ref=ref))
 
     async def fail(
         self,
@@ -232,24 +283,6 @@ def _news(state: core.State, name: str, after_revision: int, until_finished: boo
     if until_finished:
         return run.phase is not RunPhase.RUNNING
     return run.revision > after_revision
-
-
-def _follow_ups(
-    state: core.State,
-    topology: Topology,
-    now: float,
-    ref: str,
-    attempt: int,
-    worker_id: str,
-    count: int,
-    promised: set[str],
-) -> list[tuple[str, str, float]]:
-    done = state.runs.tasks.get(ref)
-    if count <= 0 or done is None or not done.is_current(attempt, worker_id):
-        return []
-    workers = state.workers.values()
-    planned = follow_ups(state.runs, workers, topology, now, done, count, promised)
-    return [(a.task_id, a.region, a.estimated_transfer_seconds) for a in planned]
 
 
 def _first_scheduled(state: core.State, worker_id: str) -> tuple[str, int] | None:

@@ -93,7 +93,7 @@ def plan(
         _bump(active, after.pipeline, -1)
         _bump(spread, (after.pipeline, after.region), -1)
         candidates = itertools.chain(candidates, runs.unlocked_by(after))
-    prefer = after.worker_id if after is not None else None
+    prefer = after.worker_id if after is not None else None  # keeps a chain on its worker
     for task in candidates:
         if task.task_id in promised:
             continue
@@ -154,21 +154,25 @@ def _choose(
     return worker, best, input_estimate(runs, task, best, topology)
 
 
-def follow_ups(
+def plan_for(
+    worker_id: str,
     runs: Runs,
     workers: Iterable[Worker],
     topology: Topology,
     now: float,
-    done: Task,
     count: int,
+    *,
+    after: Task | None = None,
     promised: Collection[str] = (),
 ) -> list[Assignment]:
-    """Up to ``count`` tasks for ``done``'s worker to run next, as the scheduler would place
-    them once ``done`` succeeded; handed over with the completion, they cost no extra round."""
+    """Up to ``count`` tasks for ``worker_id``: its share of the whole plan, so a worker
+    asking for work gets exactly what a central scheduler would have sent it. With ``after``
+    (a task of this worker's about to succeed), the tasks to hand over with that completion.
+    """
     if count <= 0:
         return []
-    planned = plan(runs, workers, topology, now, after=done, promised=promised)
-    return [a for a in planned if a.worker_id == done.worker_id][:count]
+    planned = plan(runs, workers, topology, now, after=after, promised=promised)
+    return [a for a in planned if a.worker_id == worker_id][:count]
 
 
 def _bump(counts: dict[Any, int], key: Any, delta: int) -> None:

@@ -190,6 +190,14 @@ def complete_task_cmd(
     return ("task.complete/1", (task_ref, attempt, worker_id, outputs, log_key, log_tail, now))
 
 
+def assign_and_start_cmd(
+    worker_id: str, tasks: list[tuple[str, str, float]], now: float, lease: float
+) -> Command:
+    """Schedule ``tasks`` (task id, region, estimated transfer seconds) on a worker that asked
+    for work, and mark them Running: one commit from Ready to Running."""
+    return ("task.assign_start/1", (worker_id, list(tasks), now, lease))
+
+
 def complete_and_continue_cmd(
     task_ref: str,
     attempt: int,
@@ -307,16 +315,24 @@ def _complete_and_continue(state: State, args: tuple[Any, ...]) -> tuple[Outcome
     Running on the worker that reported (which is online: it just spoke)."""
     ref, attempt, worker_id, outputs, log_key, log_tail, now, follow_ups, lease = args
     outcome = _complete(state, (ref, attempt, worker_id, outputs, log_key, log_tail, now))
-    worker = state.workers.get(worker_id)
-    if not outcome.accepted or worker is None or worker.status is not WorkerStatus.ONLINE:
+    if not outcome.accepted:
         return outcome, []
+    return outcome, _assign_start(state, (worker_id, follow_ups, now, lease))
+
+
+def _assign_start(state: State, args: tuple[Any, ...]) -> list[str]:
+    """Each task that is still assignable: Scheduled and at once Running on the worker (if it
+    is online). Returns the ids started."""
+    worker_id, tasks, now, lease = args
+    worker = state.workers.get(worker_id)
+    if worker is None or worker.status is not WorkerStatus.ONLINE:
+        return []
     started = []
-    for next_ref, region, estimate in follow_ups:
-        if state.runs.assign(next_ref, worker_id, region, now, lease, estimate):
-            next_attempt = state.runs.tasks[next_ref].attempt
-            state.runs.start(next_ref, next_attempt, worker_id, now, lease)
-            started.append(next_ref)
-    return outcome, started
+    for ref, region, estimate in tasks:
+        if state.runs.assign(ref, worker_id, region, now, lease, estimate):
+            state.runs.start(ref, state.runs.tasks[ref].attempt, worker_id, now, lease)
+            started.append(ref)
+    return started
 
 
 def _fail(state: State, args: tuple[Any, ...]) -> Outcome:
@@ -352,6 +368,7 @@ _HANDLERS: dict[str, Callable[[State, tuple[Any, ...]], Any]] = {
     "task.start/1": _start,
     "task.complete/1": _complete,
     "task.complete/2": _complete_and_continue,
+    "task.assign_start/1": _assign_start,
     "task.fail/1": _fail,
     "task.expire/1": _expire,
     "noop/1": _noop,
