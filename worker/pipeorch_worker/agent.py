@@ -18,6 +18,7 @@ import grpc
 from pipeorch.settings import WorkerSettings
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
+from pipeorch_worker.batching import Batcher
 from pipeorch_worker.runner import (
     APPLICATION,
     Attempt,
@@ -85,6 +86,8 @@ class WorkerAgent:
         self._replicas = list(settings.control_plane)
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._completions = Batcher(self._complete_batch)
+        self._batches_supported = True
 
     @property
     def worker_id(self) -> str:
@@ -161,7 +164,7 @@ class WorkerAgent:
         loops = [self._heartbeats()]
         if self._runner is not None:
             await self._store_ready(self._runner)
-            loops += [self._work(slot) for slot in range(self._settings.slots)]
+            loops.append(self._work())
         else:
             log.warning(
                 "worker %s has no artifact store configured: it takes no tasks", self.worker_id
@@ -185,21 +188,45 @@ class WorkerAgent:
                 log.warning("worker %s waits for the object store: %s", self.worker_id, e)
                 await asyncio.sleep(1.0)
 
-    async def _work(self, slot: int) -> None:
-        """One slot: take a task, run it, report it; the report may hand over the next one."""
-        assert self._runner is not None
-        handed: Attempt | None = None
-        while True:
-            attempt, handed = handed, None
-            if attempt is None:
+    async def _work(self) -> None:
+        """One long poll for the whole worker, asking for as many tasks as it has idle slots;
+        each task runs in a slot of its own, which the report may hand the next task."""
+        slots: set[asyncio.Task[None]] = set()
+        freed = asyncio.Event()
+
+        def slot_done(slot: asyncio.Task[None]) -> None:
+            slots.discard(slot)
+            freed.set()
+            if not slot.cancelled() and slot.exception() is not None:
+                log.error("worker %s: a slot failed", self.worker_id, exc_info=slot.exception())
+
+        try:
+            while True:
+                idle = self._settings.slots - len(slots)
+                if idle == 0:
+                    freed.clear()
+                    await freed.wait()
+                    continue
                 try:
-                    attempt = await self.acquire()
+                    attempts = await self.acquire(idle)
                 except (NoReplicaAnswered, grpc.aio.AioRpcError) as e:
                     log.warning("worker %s: acquire failed: %s", self.worker_id, e)
                     await asyncio.sleep(min(self._settings.heartbeat_interval, 1.0))
                     continue
-            if attempt is None:
-                continue
+                for attempt in attempts:
+                    if attempt.task_id in self._running:
+                        continue  # already running here (a retried call answered twice)
+                    slot = asyncio.create_task(self._slot(attempt))
+                    slots.add(slot)
+                    slot.add_done_callback(slot_done)
+        finally:
+            for slot in list(slots):
+                slot.cancel()
+
+    async def _slot(self, attempt: Attempt | None) -> None:
+        """Run the attempt, report it, and go on with any task the report handed over."""
+        assert self._runner is not None
+        while attempt is not None:
             self._running[attempt.task_id] = attempt
             self.status.running = sorted(self._running)
             log.info(
@@ -211,20 +238,24 @@ class WorkerAgent:
             finally:
                 self._running.pop(attempt.task_id, None)
                 self.status.running = sorted(self._running)
+            attempt = handed
 
-    async def acquire(self) -> Attempt | None:
+    async def acquire(self, count: int = 1) -> list[Attempt]:
+        """Up to ``count`` tasks, waiting up to ``acquire_wait`` for the first."""
         wait = self._settings.acquire_wait
-        request = pb.AcquireTaskRequest(worker_id=self.worker_id, wait_seconds=wait)
+        request = pb.AcquireTaskRequest(
+            worker_id=self.worker_id, wait_seconds=wait, max_tasks=count
+        )
         try:
             response = await self._call(lambda stub, t: stub.AcquireTask(request, timeout=wait + t))
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 raise
             await self.register()
-            return None
+            return []
         if not response.HasField("task"):
-            return None
-        return attempt_from_pb(response.task)
+            return []
+        return [attempt_from_pb(t) for t in (response.task, *response.more_tasks)]
 
     async def _report(self, attempt: Attempt, result: AttemptResult) -> Attempt | None:
         """Report the outcome until a replica takes it: a lost report would rerun the step.
@@ -288,10 +319,28 @@ class WorkerAgent:
         self, request: pb.CompleteTaskRequest | pb.FailTaskRequest
     ) -> tuple[bool, str, list[pb.TaskAssignment]]:
         if isinstance(request, pb.CompleteTaskRequest):
-            completed = await self._call(lambda stub, t: stub.CompleteTask(request, timeout=t))
+            completed = await self._completions.submit(request)
             return completed.accepted, completed.reason, list(completed.next_tasks)
         failed = await self._call(lambda stub, t: stub.FailTask(request, timeout=t))
         return failed.accepted, failed.reason, []
+
+    async def _complete_batch(
+        self, batch: list[pb.CompleteTaskRequest]
+    ) -> list[pb.CompleteTaskResponse]:
+        if len(batch) > 1 and self._batches_supported:
+            request = pb.CompleteTasksRequest(completions=batch)
+            try:
+                response = await self._call(lambda stub, t: stub.CompleteTasks(request, timeout=t))
+                return list(response.results)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                log.info("control plane predates CompleteTasks: completing one by one")
+                self._batches_supported = False
+        return [
+            await self._call(lambda stub, t, r=r: stub.CompleteTask(r, timeout=t))  # type: ignore[misc]
+            for r in batch
+        ]
 
     @property
     def _store_region(self) -> str:

@@ -41,9 +41,10 @@ class HostPool:
         self._all: set[_Host] = set()
 
     async def warm(self) -> None:
-        """Start ``size`` hosts ahead of the first steps."""
-        hosts = [await self._spawn() for _ in range(self._size - len(self._idle))]
-        self._idle.extend(hosts)
+        """Start one host ahead of the first step; more start when steps overlap, and up to
+        ``size`` stay. (Short steps seldom overlap: most slots wait on the network.)"""
+        if not self._all:
+            self._idle.append(await self._spawn())
 
     async def run(self, request: dict[str, Any], timeout: float) -> tuple[int, bool]:
         """Run one step request: (exit status, timed out)."""

@@ -7,6 +7,7 @@ and names the last leader this replica knew of.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -40,8 +41,10 @@ _CODES: dict[type[PipeorchError], grpc.StatusCode] = {
 }
 #: The longest an AcquireTask long-poll is held.
 MAX_ACQUIRE_WAIT = 30.0
-#: Follow-up tasks one completion may take (one per slot it frees; a little slack).
-MAX_TAKE_NEXT = 8
+#: Tasks one AcquireTask or completion may take at once.
+MAX_TAKE_NEXT = 64
+#: Completions one CompleteTasks call may carry.
+MAX_BATCH = 256
 
 
 def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -124,15 +127,33 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         if not self._node.read(lambda s: request.worker_id in s.workers):
             raise NotFound(f"worker {request.worker_id!r} is not registered: register first")
         wait = min(max(request.wait_seconds, 0.0), MAX_ACQUIRE_WAIT)
-        work = await self._control.acquire(request.worker_id, wait)
-        if work is None:
+        count = min(max(request.max_tasks, 1), MAX_TAKE_NEXT)
+        work = await self._control.acquire(request.worker_id, wait, count)
+        if not work:
             return pb.AcquireTaskResponse()
-        return pb.AcquireTaskResponse(task=views.assignment_pb(work))
+        first, *more = (views.assignment_pb(w) for w in work)
+        return pb.AcquireTaskResponse(task=first, more_tasks=more)
 
     @rpc
     async def CompleteTask(
         self, request: pb.CompleteTaskRequest, context: Context
     ) -> pb.CompleteTaskResponse:
+        return await self._complete(request)
+
+    @rpc
+    async def CompleteTasks(
+        self, request: pb.CompleteTasksRequest, context: Context
+    ) -> pb.CompleteTasksResponse:
+        if len(request.completions) > MAX_BATCH:
+            raise InvalidInput("completions", f"at most {MAX_BATCH} per call")
+        for completion in request.completions:  # all checked before any is applied
+            check_worker_id(completion.worker_id)
+            _ref(completion.task)
+        # Concurrent writes: the Raft node commits them together in one entry.
+        results = await asyncio.gather(*(self._complete(c) for c in request.completions))
+        return pb.CompleteTasksResponse(results=results)
+
+    async def _complete(self, request: pb.CompleteTaskRequest) -> pb.CompleteTaskResponse:
         check_worker_id(request.worker_id)
         ref, attempt = _ref(request.task)
         step = ref.rsplit(".", 1)[-1]

@@ -168,9 +168,10 @@ class ControlPlane:
 
     # ---- workers --------------------------------------------------------------------------
 
-    async def acquire(self, worker_id: str, wait: float) -> Work | None:
-        """Long-poll for work for ``worker_id``: its share of the placement plan, assigned and
-        started in one commit (or a task already scheduled on it), returned Running."""
+    async def acquire(self, worker_id: str, wait: float, count: int = 1) -> list[Work]:
+        """Long-poll for up to ``count`` tasks for ``worker_id``: its share of the placement
+        plan, assigned and started in one commit (or a task already scheduled on it),
+        returned Running. Empty after ``wait`` with nothing to do."""
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             seen = self.feed.version
@@ -179,20 +180,22 @@ class ControlPlane:
                 ref, attempt = scheduled
                 cmd = core.start_task_cmd(ref, attempt, worker_id, time.time(), self.task_lease)
                 if await self.node.awrite(cmd):
-                    return self._work(ref)
+                    return [self._work(ref)]
                 continue
             now = time.time()
-            plan = self.node.read(functools.partial(self._plan_for, worker_id=worker_id, now=now))
+            plan = self.node.read(
+                functools.partial(self._plan_for, worker_id=worker_id, now=now, count=count)
+            )
             if plan:
                 started = await self._commit_promised(
                     plan, core.assign_and_start_cmd(worker_id, plan, now, self.task_lease)
                 )
                 if started:
-                    return self._work(started[0])
+                    return [self._work(ref) for ref in started]
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             # Changes wake it; the tick covers retries whose backoff ends with no change.
             await self.feed.wait(seen, min(remaining, self.tick))
 

@@ -58,6 +58,11 @@ class WorkerServiceStub:
                 request_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTaskRequest.SerializeToString,
                 response_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTaskResponse.FromString,
                 _registered_method=True)
+        self.CompleteTasks = channel.unary_unary(
+                '/pipeorch.v1.WorkerService/CompleteTasks',
+                request_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTasksRequest.SerializeToString,
+                response_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTasksResponse.FromString,
+                _registered_method=True)
         self.FailTask = channel.unary_unary(
                 '/pipeorch.v1.WorkerService/FailTask',
                 request_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskRequest.SerializeToString,
@@ -101,6 +106,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteTasks(self, request, context):
+        """Several completions in one call, each taken as CompleteTask takes it; answered in order.
+        A worker sends what finished while its previous call was in flight.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FailTask(self, request, context):
         """Report a failed attempt with its class (application or infrastructure).
         """
@@ -130,6 +143,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.CompleteTask,
                     request_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTaskRequest.FromString,
                     response_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTaskResponse.SerializeToString,
+            ),
+            'CompleteTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTasks,
+                    request_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTasksRequest.FromString,
+                    response_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTasksResponse.SerializeToString,
             ),
             'FailTask': grpc.unary_unary_rpc_method_handler(
                     servicer.FailTask,
@@ -249,6 +267,33 @@ class WorkerService:
             '/pipeorch.v1.WorkerService/CompleteTask',
             pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTaskRequest.SerializeToString,
             pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeorch.v1.WorkerService/CompleteTasks',
+            pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTasksRequest.SerializeToString,
+            pipeorch_dot_v1_dot_pipeorch__pb2.CompleteTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

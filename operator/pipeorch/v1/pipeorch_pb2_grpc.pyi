@@ -51,6 +51,10 @@ class WorkerServiceStub:
     """Commit a successful attempt. Carries (task_id, attempt): a stale or duplicate completion is
     ignored (and counted), never applied twice.
     """
+    CompleteTasks: _grpc.UnaryUnaryMultiCallable[_pipeorch_pb2.CompleteTasksRequest, _pipeorch_pb2.CompleteTasksResponse]
+    """Several completions in one call, each taken as CompleteTask takes it; answered in order.
+    A worker sends what finished while its previous call was in flight.
+    """
     FailTask: _grpc.UnaryUnaryMultiCallable[_pipeorch_pb2.FailTaskRequest, _pipeorch_pb2.FailTaskResponse]
     """Report a failed attempt with its class (application or infrastructure)."""
 
@@ -72,6 +76,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     CompleteTask: _aio.UnaryUnaryMultiCallable[_pipeorch_pb2.CompleteTaskRequest, _pipeorch_pb2.CompleteTaskResponse]  # type: ignore[assignment]
     """Commit a successful attempt. Carries (task_id, attempt): a stale or duplicate completion is
     ignored (and counted), never applied twice.
+    """
+    CompleteTasks: _aio.UnaryUnaryMultiCallable[_pipeorch_pb2.CompleteTasksRequest, _pipeorch_pb2.CompleteTasksResponse]  # type: ignore[assignment]
+    """Several completions in one call, each taken as CompleteTask takes it; answered in order.
+    A worker sends what finished while its previous call was in flight.
     """
     FailTask: _aio.UnaryUnaryMultiCallable[_pipeorch_pb2.FailTaskRequest, _pipeorch_pb2.FailTaskResponse]  # type: ignore[assignment]
     """Report a failed attempt with its class (application or infrastructure)."""
@@ -115,6 +123,16 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pipeorch_pb2.CompleteTaskResponse, _abc.Awaitable[_pipeorch_pb2.CompleteTaskResponse]]:
         """Commit a successful attempt. Carries (task_id, attempt): a stale or duplicate completion is
         ignored (and counted), never applied twice.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteTasks(
+        self,
+        request: _pipeorch_pb2.CompleteTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeorch_pb2.CompleteTasksResponse, _abc.Awaitable[_pipeorch_pb2.CompleteTasksResponse]]:
+        """Several completions in one call, each taken as CompleteTask takes it; answered in order.
+        A worker sends what finished while its previous call was in flight.
         """
 
     @_abc_1.abstractmethod
