@@ -63,8 +63,11 @@ test-unit: sync ## Run only the unit tier
 	$(RUN) pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: sync ## Benchmarks: results to bench/results/ and printed as a table
-	$(RUN) python -m bench.raft_bench $(BENCH_ARGS)
+bench: sync ## Benchmarks (Raft, pipelines, and Celery/Dask/Ray in their own envs): results in bench/results/
+	@bash tools/build.sh minio
+	$(RUN) python -m bench.raft_bench
+	$(RUN) python -m bench.peers
+	$(RUN) python -m bench.pipeline_bench
 
 TOOLS ?=
 

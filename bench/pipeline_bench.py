@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from bench import compare
 from bench.raft_bench import RESULTS, pct
 from pipeorch.console import Client
 from pipeorch.local.cluster import LocalCluster, wait_until
@@ -55,6 +58,16 @@ def run(client: Client, text: str, name: str, timeout: float) -> pb.PipelineStat
     return status
 
 
+def replicated_commands(cluster: LocalCluster) -> float:
+    """Commands the leader has committed so far (its batch-size histogram's sum)."""
+    leader = cluster.wait_for_leader()
+    text = httpx.get(f"http://{cluster.replicas[leader].http}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("raft_commit_batch_commands_sum "):
+            return float(line.split()[1])
+    raise RuntimeError("the leader exports no raft_commit_batch_commands histogram")
+
+
 def overheads(status: pb.PipelineStatus) -> list[float]:
     return [t.started_at - t.ready_at for t in status.tasks if t.started_at and t.ready_at]
 
@@ -64,7 +77,10 @@ def main() -> int:
     parser.add_argument("--chain", type=int, default=50)
     parser.add_argument("--fanout", type=int, default=1000)
     parser.add_argument("--roundtrips", type=int, default=30)
-    parser.add_argument("--slots", type=int, default=4)
+    # A slot of a worker waits on the network for most of a no-op step's life; 16 per worker
+    # keeps both workers busy (the peers pipeline tasks to a worker too: Celery's prefetch,
+    # Dask's and Ray's worker queues).
+    parser.add_argument("--slots", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipeorch-bench-") as tmp:
         code = Path(tmp) / "code"
@@ -90,7 +106,9 @@ def main() -> int:
             ]
             a = run(client, manifest("chain", chain), "chain", 600)
             fan = [{"name": f"f{i}", "run": NOOP} for i in range(args.fanout)]
+            before = replicated_commands(cluster)
             b = run(client, manifest("fanout", fan), "fanout", 1800)
+            commands = replicated_commands(cluster) - before
             trips = [
                 run(client, manifest(f"rt{i}", [{"name": "one", "run": NOOP}]), f"rt{i}", 60)
                 for i in range(args.roundtrips)
@@ -107,6 +125,9 @@ def main() -> int:
         "chain_seconds_per_step": a.finished_at / args.chain,
         "fanout_steps": args.fanout,
         "fanout_steps_per_second": args.fanout / b.finished_at,
+        # Ready -> Scheduled -> Running -> Succeeded: three replicated transitions a step.
+        "fanout_task_transitions_per_second": 3 * args.fanout / b.finished_at,
+        "fanout_replicated_commands_per_second": commands / b.finished_at,
         "roundtrip_p50_ms": pct(round_trips, 0.5) * 1e3,
         "roundtrip_p99_ms": pct(round_trips, 0.99) * 1e3,
         "scheduling_overhead_p50_ms": pct(sched, 0.5) * 1e3,
@@ -126,6 +147,11 @@ def main() -> int:
             f"{r['fanout_steps_per_second']:.0f} steps/s",
         ),
         (
+            "    replicated on 3 nodes",
+            f"{r['fanout_task_transitions_per_second']:.0f} task transitions/s, "
+            f"{r['fanout_replicated_commands_per_second']:.0f} commands/s",
+        ),
+        (
             "(C) submit-and-wait, one step",
             f"p50 {r['roundtrip_p50_ms']:.1f} ms, p99 {r['roundtrip_p99_ms']:.1f} ms",
         ),
@@ -139,6 +165,8 @@ def main() -> int:
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     print(f"\nresults written to {path}")
+    print()
+    print(compare.table())
     return 0
 
 
