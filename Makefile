@@ -85,3 +85,15 @@ tools-path: ## Print the directory of the built test binaries, to put on PATH
 .PHONY: clean
 clean: ## Remove caches and build output
 	rm -rf .mypy_cache .ruff_cache .pytest_cache dist build
+
+.PHONY: images
+images: ## Build the control-plane and worker images (needs Docker)
+	@bash kind/up.sh images
+
+.PHONY: kind-up
+kind-up: ## kind cluster (kind/cluster.yaml) + images + helm install (needs Docker and kind)
+	@bash kind/up.sh up
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	@bash kind/up.sh down

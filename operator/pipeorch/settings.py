@@ -19,8 +19,9 @@ from pipeorch.errors import ConfigError
 
 
 def _host_port(value: str) -> str:
+    """HOST:PORT; port 0 is allowed (a listen address on a port the system picks)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT")
     return value
 

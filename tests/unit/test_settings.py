@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeorch.settings import ControlPlaneSettings, RaftTiming
+from pipeorch.settings import WorkerSettings, ControlPlaneSettings, RaftTiming
 
 MEMBERS = {"cp-0": "127.0.0.1:7000", "cp-1": "127.0.0.1:7001", "cp-2": "127.0.0.1:7002"}
 
@@ -39,6 +39,12 @@ def test_node_must_be_a_member_and_dial_names_members():
         ControlPlaneSettings(node_id="cp-0", members=MEMBERS, dial={"cp-7": "127.0.0.1:1"})
     with pytest.raises(ValidationError, match="HOST:PORT"):
         ControlPlaneSettings(node_id="cp-0", members={**MEMBERS, "cp-0": "nowhere"})
+
+
+def test_the_worker_defaults_are_valid_settings():
+    """Its HTTP default is port 0 (any free port): a default must pass its own validator."""
+    settings = WorkerSettings(control_plane=["127.0.0.1:7100"])
+    assert settings.http_listen == "127.0.0.1:0"
 
 
 def test_password_file_wins_and_environment_fills_in(tmp_path, monkeypatch):
