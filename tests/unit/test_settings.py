@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeorch.settings import WorkerSettings, ControlPlaneSettings, RaftTiming
+from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
 
 MEMBERS = {"cp-0": "127.0.0.1:7000", "cp-1": "127.0.0.1:7001", "cp-2": "127.0.0.1:7002"}
 
