@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeorch import console
-from pipeorch.local.cluster import LocalCluster, wait_until
+from pipeorch.local.cluster import LocalCluster
+from pipeorch.local.processes import wait_until
 
 #: Replica regions, and workers per region, of the default local layout.
 REGIONS = ("aws", "gcp", "azure")
