@@ -206,13 +206,15 @@ class LatencyGateway:
 
     # ---- observation ----------------------------------------------------------------------
 
-    def traffic(self) -> dict[tuple[str, str], int]:
-        """Bytes each link has carried, both directions, by ``(from_region, upstream_name)``."""
+    def carried_bytes(self) -> dict[tuple[str, str], int]:
+        """Bytes each link has carried, both directions, by ``(from_region, upstream_name)``,
+        counting connections that have ended: toxiproxy adds a connection's bytes when it
+        closes."""
         by_name = {link.name: key for key, link in list(self._links.items())}
         text = self._request("GET", "/metrics").text
         totals = dict.fromkeys(by_name.values(), 0)
         for family in text_string_to_metric_families(text):
-            if family.name != "toxiproxy_proxy_sent_bytes":
+            if family.name != "toxiproxy_proxy_received_bytes":
                 continue
             for sample in family.samples:
                 key = by_name.get(sample.labels.get("proxy", ""))
