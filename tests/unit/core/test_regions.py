@@ -96,6 +96,11 @@ def test_the_example_file_is_the_default_layout():
     assert parsed.store_region == "aws"
 
 
+def test_the_built_in_layout_is_the_example_file():
+    built_in = REPO / "operator" / "pipeorch" / "local" / "default-regions.yaml"
+    assert built_in.read_text() == (REPO / "examples" / "regions.yaml").read_text()
+
+
 STORE = "objectStore: true"
 
 BAD = [
