@@ -83,11 +83,18 @@ class LatencyGateway:
         """Start toxiproxy on a free loopback port and wait for its API."""
         binary = str(find_tool("toxiproxy-server"))
         self.proc.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Proxies are made through the API; this empty startup list puts the work directory on
+        # the command line, so that `ps` tells which system a toxiproxy belongs to.
+        config = self.proc.log_path.with_name("toxiproxy-proxies.json")
+        config.write_text("[]\n")
         for _ in range(_BIND_ATTEMPTS):
             (port,) = free_ports(1)
             self.api_address = f"{self.host}:{port}"
             # -proxy-metrics: per-proxy byte counters, to show which traffic crossed.
-            self.proc.argv = [binary, "-host", self.host, "-port", str(port), "-proxy-metrics"]
+            self.proc.argv = [
+                binary, "-host", self.host, "-port", str(port), "-config", str(config),
+                "-proxy-metrics",
+            ]  # fmt: skip
             self.proc.start()
             self._api = httpx.Client(base_url=f"http://{self.api_address}", timeout=5.0)
             try:
