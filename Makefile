@@ -49,10 +49,10 @@ fmt: sync ## Format and auto-fix with ruff
 	$(RUN) ruff check --fix .
 
 # The binaries the tests and the demo run (built once into the cache; see `make tools`).
-RUNTIME_TOOLS := minio
+RUNTIME_TOOLS := minio toxiproxy-server
 
 .PHONY: demo
-demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO) and the energy pipeline
+demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO, latency gateway) and the energy pipeline
 	@bash tools/build.sh $(RUNTIME_TOOLS)
 	$(RUN) pipeorch local up --run examples/energy-pipeline.yaml
 

@@ -13,7 +13,7 @@ import grpc
 from pydantic import ValidationError
 
 from pipeorch import __version__, logs
-from pipeorch.errors import ConfigError, PipeorchError
+from pipeorch.errors import ConfigError, InvalidInput, PipeorchError
 from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
 
 
@@ -94,7 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="run the whole system as processes on this machine")
     local_sub = local.add_subparsers(dest="local_command", required=True)
     lup = local_sub.add_parser(
-        "up", help="3 replicas (aws, gcp, azure), 4 workers and MinIO; optionally run a pipeline"
+        "up",
+        help="one replica per region (aws, gcp, azure by default), their workers, MinIO and a "
+        "latency gateway between regions; optionally run a pipeline",
+    )
+    lup.add_argument(
+        "--regions",
+        type=Path,
+        metavar="FILE",
+        help="CloudRegion documents: regions, round trips, workers, where MinIO lives "
+        "(default: the built-in layout, the same as examples/regions.yaml)",
+    )
+    lup.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="plain loopback between regions: no latency gateway, faster Raft timing",
     )
     lup.add_argument("--run", type=Path, metavar="FILE", help="submit this pipeline and follow it")
     lup.add_argument(
@@ -266,12 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run=args.run,
                 code_path=args.code_path,
                 with_store=not args.no_store,
+                regions_file=args.regions,
+                gateway=not args.no_gateway,
             )
         elif args.command == "cluster":
             return _show_cluster(args.control_plane)
     except (ValidationError, ConfigError) as e:
         print(f"pipeorch {args.command}: invalid settings:\n{e}", file=sys.stderr)
         return 2
+    except InvalidInput as e:
+        print(f"pipeorch {args.command}: {e}", file=sys.stderr)
+        return 2
+    except PipeorchError as e:
+        print(f"pipeorch {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -42,3 +42,7 @@ class Unavailable(PipeorchError):
 
 class ConfigError(PipeorchError):
     """Settings that cannot work together."""
+
+
+class GatewayError(PipeorchError):
+    """The local latency gateway (toxiproxy) could not be started or refused a change."""

@@ -49,6 +49,16 @@ def test_local_up_runs_three_regions_and_the_energy_example_then_leaves_nothing(
         "gcp-w1": ("gcp", "online"),
         "azure-w1": ("azure", "online"),
     }
+    assert "latency gateway (toxiproxy)" in out.splitlines()[0]
+    # The measured round trips beside the configured ones: "aws direct 52.8 (50) 76.4 (75)".
+    matrix = {r[0]: r[1:] for r in rows if len(r) == 6 and r[0] in ("aws", "gcp", "azure")}
+    configured = {"aws": [50, 75], "gcp": [50, 125], "azure": [75, 125]}
+    for region, cells in matrix.items():
+        links = [c for c in cells if c != "direct"]
+        assert [float(c.strip("()")) for c in links[1::2]] == configured[region]
+        for measured, rtt in zip(links[0::2], configured[region], strict=True):
+            assert 0.8 * rtt <= float(measured) <= 1.2 * rtt, out
+    assert sorted(matrix) == ["aws", "azure", "gcp"]
     assert "/raft" in out
     assert "/cluster" in out
     assert "MinIO console http://127.0.0.1:" in out
@@ -58,6 +68,7 @@ def test_local_up_runs_three_regions_and_the_energy_example_then_leaves_nothing(
     env = (tmp_path / "env").read_text()
     assert "PIPEORCH_STORE_SECRET_KEY=" in env
     assert (tmp_path / "env").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "toxiproxy.log").stat().st_size > 0  # the gateway ran in this workdir
     leftovers = [
         p.info["cmdline"]
         for p in psutil.process_iter(["cmdline"])
@@ -104,3 +115,17 @@ def test_bad_settings_exit_2_naming_the_problem(tmp_path):
     )
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr
+
+
+def test_local_up_refuses_a_bad_regions_file_naming_the_field(tmp_path):
+    regions = tmp_path / "regions.yaml"
+    text = (EXAMPLES / "regions.yaml").read_text().replace("{gcp: 50, azure: 75}", "{gcp: 50}")
+    regions.write_text(text)
+    result = subprocess.run(
+        [*PIPEORCH, "local", "up", "--regions", str(regions), "--workdir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"{regions}: document[0].spec.latencyMs: no round trip to 'azure'" in result.stderr

@@ -176,10 +176,7 @@ def parse_pipeline(text: str | bytes) -> Pipeline:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
-        problem = getattr(e, "problem", None) or str(e)
-        raise InvalidPipeline([SpecError(where, f"invalid YAML: {problem}")]) from e
+        raise InvalidPipeline([yaml_error(e)]) from e
     return validate_pipeline(data)
 
 
@@ -192,12 +189,12 @@ def validate_pipeline(data: Any) -> Pipeline:
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as e:
-        errors.extend(_schema_errors(e))
+        errors.extend(schema_errors(e))
     errors.extend(
         graph_errors(data.get("spec", {}).get("steps") if _is_map(data.get("spec")) else None)
     )
     if errors:
-        raise InvalidPipeline(_dedupe(errors))
+        raise InvalidPipeline(dedupe_errors(errors))
     assert pipeline is not None
     return pipeline
 
@@ -210,7 +207,15 @@ def spec_json(pipeline: Pipeline) -> str:
 # ---- errors --------------------------------------------------------------------------------
 
 
-def _schema_errors(error: ValidationError) -> list[SpecError]:
+def yaml_error(error: yaml.YAMLError) -> SpecError:
+    """Where a YAML document fails to parse, and why."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+    problem = getattr(error, "problem", None) or str(error)
+    return SpecError(where, f"invalid YAML: {problem}")
+
+
+def schema_errors(error: ValidationError) -> list[SpecError]:
     out = []
     for item in error.errors():
         path = _path(item["loc"])
@@ -243,7 +248,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _dedupe(errors: list[SpecError]) -> list[SpecError]:
+def dedupe_errors(errors: list[SpecError]) -> list[SpecError]:
     seen: set[tuple[str, str]] = set()
     out = []
     for e in errors:

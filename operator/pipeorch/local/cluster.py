@@ -3,131 +3,59 @@
 Used by the integration tests, the benchmarks and the local mode. Every replica and worker is a
 separate ``pipeorch`` process listening on loopback ports chosen here; logs go to files in the
 cluster's work directory.
+
+Given a regions layout and a latency gateway, every connection that crosses regions goes
+through the gateway's proxy for that link: Raft between replicas (the dialing side's
+``--dial``), workers to replicas of other regions, and workers and replicas to the object store
+when it lives elsewhere. Identities stay the real addresses; only where to dial changes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import random
+import json
 import secrets
 import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from pipeorch.local.tools import find as find_tool
+from pipeorch.core.regions import Regions
+from pipeorch.errors import ConfigError
+from pipeorch.local.gateway import LatencyGateway
 
-T = TypeVar("T")
+# free_ports and wait_until are imported from here by tests and benchmarks.
+from pipeorch.local.processes import Proc, free_ports, wait_until
+from pipeorch.local.rtt import Matrix, Targets, measure_matrix
+from pipeorch.local.tools import find as find_tool
+from pipeorch.settings import RaftTiming
 
 #: Raft timing for loopback: elections in well under a second.
 LOOPBACK_TIMING = {"min_timeout": 0.4, "max_timeout": 0.8, "append_entries_period": 0.05}
+#: The timing flags of `pipeorch controlplane`; other RaftTiming fields go by environment.
+_TIMING_FLAGS = {
+    "min_timeout": "--raft-min-timeout",
+    "max_timeout": "--raft-max-timeout",
+    "append_entries_period": "--raft-heartbeat",
+}
+#: The worst round trip RaftTiming's defaults are sized for.
+_DEFAULT_TIMING_RTT_MS = 125.0
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now, for servers started a moment later.
-
-    They come from below the kernel's ephemeral range: a port picked by binding port 0 comes
-    from that range, and can be taken by any outgoing connection in the gap between picking it
-    and the server binding it. Random picks keep concurrent runs apart.
-    """
-    low = 10000
-    high = _ephemeral_range()[0] - 1
-    rng = random.SystemRandom()
-    chosen: list[int] = []
-    sockets = []
-    try:
-        while len(chosen) < count:
-            port = rng.randint(low, high)
-            if port in chosen:
-                continue
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                s.close()
-                continue
-            sockets.append(s)
-            chosen.append(port)
-        return chosen
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def wait_until(
-    probe: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = "condition"
-) -> T:
-    """Call ``probe`` until it returns something truthy; raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-            if result:
-                return result
-        except (httpx.HTTPError, OSError) as e:
-            last_error = e
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {timeout:g}s (last error: {last_error})")
-
-
-@dataclass
-class Proc:
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
-            start_new_session=True,
-        )
-        log.close()
-
-    @property
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.popen = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+def wan_timing(worst_rtt_ms: float) -> dict[str, float]:
+    """Raft timing for round trips up to ``worst_rtt_ms``: RaftTiming's defaults (sized for
+    125 ms), with every timeout stretched in proportion beyond that. The heartbeat period stays:
+    it sets how fast a follower notices a lost leader, not how long a message takes."""
+    stretch = max(1.0, worst_rtt_ms / _DEFAULT_TIMING_RTT_MS)
+    fields = RaftTiming.model_fields
+    timing = {"append_entries_period": float(fields["append_entries_period"].default)}
+    for name in ("min_timeout", "max_timeout", "connection_timeout", "leader_fallback_timeout"):
+        timing[name] = round(float(fields[name].default) * stretch, 3)
+    return timing
 
 
 @dataclass
@@ -177,15 +105,27 @@ class LocalCluster:
         log_level: str = "INFO",
         store_region: str | None = None,
         code_path: list[Path] | None = None,
+        layout: Regions | None = None,
+        gateway: bool = False,
     ) -> None:
-        """``store_region``: also run a MinIO server (in that region) and let workers run steps;
-        ``code_path``: directories where steps' ``run:`` callables are found."""
+        """``regions``: each replica's region; ``store_region``: also run a MinIO server (in
+        that region) and let workers run steps; ``code_path``: directories where steps' ``run:``
+        callables are found; ``layout``: the CloudRegion set, whose round trips the replicas
+        place steps by; ``gateway``: make cross-region traffic take the layout's round trips
+        through a LatencyGateway (with Raft timing fit for them)."""
+        regions = regions or ["local"] * replicas
+        if gateway and layout is None:
+            raise ConfigError("a latency gateway needs a regions layout")
+        unknown = sorted(set(regions) - set(layout.names)) if layout else []
+        if unknown:
+            raise ConfigError(f"replica regions {unknown} are not in the regions layout")
         self.workdir = workdir
         self.code_path = code_path or []
+        self.layout = layout
+        self.gateway = LatencyGateway(layout, workdir) if gateway and layout else None
         self.store = self._object_store(store_region) if store_region else None
-        self.timing = timing or LOOPBACK_TIMING
+        self.timing = timing or (self._gateway_timing() if self.gateway else LOOPBACK_TIMING)
         self.log_level = log_level
-        regions = regions or ["local"] * replicas
         ports = free_ports(3 * replicas)
         self.replicas: dict[str, Replica] = {}
         for i in range(replicas):
@@ -201,12 +141,60 @@ class LocalCluster:
                 http=http,
                 region=regions[i],
             )
-        for replica in self.replicas.values():
-            replica.argv = self._replica_argv(replica)
-            if self.store is not None:
-                replica.argv += ["--store-endpoint", self.store.address]
         self.workers: dict[str, Worker] = {}
         self._http = httpx.Client(timeout=2.0)
+
+    @classmethod
+    def from_layout(
+        cls,
+        workdir: Path,
+        layout: Regions,
+        *,
+        gateway: bool = True,
+        with_store: bool = True,
+        **options: Any,
+    ) -> LocalCluster:
+        """One replica per region of ``layout``, MinIO in its object-store region."""
+        return cls(
+            workdir,
+            replicas=len(layout.names),
+            regions=layout.names,
+            store_region=layout.store_region if with_store else None,
+            layout=layout,
+            gateway=gateway,
+            **options,
+        )
+
+    def _gateway_timing(self) -> dict[str, float]:
+        assert self.layout is not None
+        slowest = max((self.layout.rtt_ms(*pair) for pair in self.layout.pairs()), default=0.0)
+        return wan_timing(slowest)
+
+    # ---- routes ---------------------------------------------------------------------------
+
+    def reach(self, from_region: str, service: str, address: str, region: str) -> str:
+        """Where a process in ``from_region`` dials ``address`` (``service``, in ``region``):
+        through the gateway across regions, directly otherwise."""
+        if self.gateway is None:
+            return address
+        return self.gateway.proxy(from_region, service, address, region)
+
+    def nearest_replicas(self, region: str) -> list[str]:
+        """Replica ids by round trip from ``region``: its own first (file order breaks ties)."""
+        if self.layout is None or region not in self.layout.names:
+            return list(self.replicas)
+        layout = self.layout
+        return sorted(self.replicas, key=lambda n: layout.rtt_ms(region, self.replicas[n].region))
+
+    def measure_rtt(self, samples: int = 10) -> Matrix:
+        """Median round trip (ms) of every directed link between the replicas' regions,
+        measured through the gateway."""
+        if self.gateway is None:
+            raise ConfigError("no latency gateway to measure")
+        targets: Targets = {}
+        for node_id, replica in self.replicas.items():
+            targets.setdefault(replica.region, (f"{node_id}-http", replica.http))
+        return measure_matrix(self.gateway, targets, samples)
 
     # ---- processes ------------------------------------------------------------------------
 
@@ -214,17 +202,39 @@ class LocalCluster:
         argv = [sys.executable, "-m", "pipeorch.cli", "controlplane", "--node-id", replica.node_id]
         for other in self.replicas.values():
             argv += ["--member", f"{other.node_id}={other.raft}"]
+            # Only the side that dials uses this; the other side's identity check is unchanged.
+            dial = self.reach(replica.region, f"{other.node_id}-raft", other.raft, other.region)
+            if dial != other.raft:
+                argv += ["--dial", f"{other.node_id}={dial}"]
         argv += [
             "--region", replica.region,
             "--grpc", replica.grpc,
             "--http", replica.http,
             "--data-dir", str(self.workdir / replica.node_id),
-            "--raft-min-timeout", str(self.timing["min_timeout"]),
-            "--raft-max-timeout", str(self.timing["max_timeout"]),
-            "--raft-heartbeat", str(self.timing["append_entries_period"]),
             "--log-level", self.log_level,
         ]  # fmt: skip
+        for name, value in self.timing.items():
+            if name in _TIMING_FLAGS:
+                argv += [_TIMING_FLAGS[name], str(value)]
+        if self.store is not None:
+            argv += ["--store-endpoint", self._store_address(replica.region)]
         return argv
+
+    def _replica_env(self) -> dict[str, str]:
+        env = {
+            f"PIPEORCH_RAFT_{name.upper()}": str(value)
+            for name, value in self.timing.items()
+            if name not in _TIMING_FLAGS
+        }
+        if self.layout is not None:
+            env["PIPEORCH_LATENCY_MS"] = json.dumps(self.layout.rtt_matrix())
+            env["PIPEORCH_BANDWIDTH_MBPS"] = json.dumps(self.layout.bandwidth_matrix())
+        return env
+
+    def _store_address(self, from_region: str) -> str:
+        store = self.store
+        assert store is not None
+        return self.reach(from_region, "minio", store.address, store.region)
 
     def _object_store(self, region: str) -> ObjectStore:
         address, console = (f"127.0.0.1:{p}" for p in free_ports(2))
@@ -258,9 +268,14 @@ class LocalCluster:
 
     def start(self, wait: bool = True) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.gateway is not None:
+            self.gateway.start()
         if self.store is not None:
             self.start_store()
         for replica in self.replicas.values():
+            # Built now: the gateway's proxies exist only once it runs.
+            replica.argv = self._replica_argv(replica)
+            replica.env = self._replica_env()
             replica.start()
         if wait:
             self.wait_for_leader()
@@ -280,10 +295,11 @@ class LocalCluster:
         replicas: list[str] | None = None,
         slots: int = 1,
     ) -> Worker:
-        """Start a worker; ``replicas`` orders the control-plane replicas it talks to."""
+        """Start a worker; ``replicas`` orders the control-plane replicas it talks to (by
+        default the nearest first)."""
         name = worker_id or f"w{len(self.workers)}-{region}"
         (port,) = free_ports(1)
-        order = replicas or list(self.replicas)
+        order = replicas or self.nearest_replicas(region)
         worker = Worker(
             name=name,
             argv=[],
@@ -305,7 +321,7 @@ class LocalCluster:
         if self.store is not None:
             worker.argv += [
                 "--slots", str(slots),
-                "--store-endpoint", self.store.address,
+                "--store-endpoint", self._store_address(region),
                 "--store-bucket", self.store.bucket,
                 "--store-region", self.store.region,
                 "--work-dir", str(self.workdir / f"worker-{name}" / "work"),
@@ -314,7 +330,9 @@ class LocalCluster:
                 worker.argv += ["--code-path", str(path)]
             worker.env = self.store.worker_env
         for node_id in order:
-            worker.argv += ["--control-plane", self.replicas[node_id].grpc]
+            replica = self.replicas[node_id]
+            grpc = self.reach(region, f"{node_id}-grpc", replica.grpc, replica.region)
+            worker.argv += ["--control-plane", grpc]
         self.workers[name] = worker
         worker.start()
         return worker
@@ -324,6 +342,8 @@ class LocalCluster:
             proc.kill(signal.SIGTERM)
         if self.store is not None:
             self.store.kill(signal.SIGTERM)
+        if self.gateway is not None:
+            self.gateway.stop()
         self._http.close()
 
     def __enter__(self) -> LocalCluster:
@@ -392,6 +412,8 @@ class LocalCluster:
         procs: list[Proc] = [*self.replicas.values(), *self.workers.values()]
         if self.store is not None:
             procs.append(self.store)
+        if self.gateway is not None:
+            procs.append(self.gateway.proc)
         for proc in procs:
             sys.stderr.write(f"---- {proc.name} ----\n{proc.log_tail(lines)}\n")
 

@@ -1,8 +1,16 @@
-"""`pipeorch local up`: three regions' control plane, workers and MinIO as local processes."""
+"""`pipeorch local up`: the regions' control plane, workers, MinIO and latency gateway as local
+processes.
+
+The layout comes from a CloudRegion file (by default the one shipped with the package, the same
+as examples/regions.yaml): one replica per region, each region's workers, MinIO in the region
+that holds the object store, and a toxiproxy gateway that gives every cross-region connection
+the configured round trip.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
 import signal
 import threading
@@ -11,12 +19,48 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeorch import console
-from pipeorch.local.cluster import LocalCluster, wait_until
+from pipeorch.core.regions import InvalidRegions, Regions, parse_regions
+from pipeorch.errors import ConfigError
+from pipeorch.local.cluster import LocalCluster
+from pipeorch.local.processes import wait_until
+from pipeorch.local.rtt import format_matrix
 
-#: Replica regions, and workers per region, of the default local layout.
-REGIONS = ("aws", "gcp", "azure")
-WORKERS = {"aws": 2, "gcp": 1, "azure": 1}
-STORE_REGION = "aws"
+#: Requests timed per directed link when the gateway's round trips are measured at start.
+RTT_SAMPLES = 10
+
+
+def load_regions(path: Path | None) -> Regions:
+    """The CloudRegion file at ``path``, or the packaged default layout."""
+    if path is None:
+        text = importlib.resources.files("pipeorch.local").joinpath("default-regions.yaml")
+        return parse_regions(text.read_text())
+    try:
+        return parse_regions(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read regions file {path}: {e}") from e
+    except InvalidRegions as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def start_workers(cluster: LocalCluster, layout: Regions) -> int:
+    """Each region's workers, named ``<region>-w<n>``; returns how many were started."""
+    count = 0
+    for region in layout.regions:
+        pool = region.spec.workers
+        for i in range(pool.replicas):
+            cluster.add_worker(region.name, worker_id=f"{region.name}-w{i + 1}", slots=pool.slots)
+            count += 1
+    return count
+
+
+def show_round_trips(cluster: LocalCluster, layout: Regions, out: TextIO) -> None:
+    """Measure every link through the gateway and print it beside the configured round trip."""
+    measured = cluster.measure_rtt(RTT_SAMPLES)
+    out.write(
+        f"\nround trips through the latency gateway, ms: median of {RTT_SAMPLES} "
+        "(configured); inside a region: direct\n"
+    )
+    out.write(format_matrix(layout.names, measured, layout.rtt_ms) + "\n")
 
 
 def workers_online(cluster: LocalCluster, expected: int) -> dict[str, Any] | None:
@@ -127,33 +171,36 @@ def up(
     run: Path | None = None,
     code_path: list[Path] | None = None,
     with_store: bool = True,
+    regions_file: Path | None = None,
+    gateway: bool = True,
 ) -> int:
     """Start everything, optionally run a pipeline, and stay up until Ctrl-C (or
     ``duration`` seconds)."""
+    layout = load_regions(regions_file)
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(
+    cluster = LocalCluster.from_layout(
         workdir,
-        regions=list(REGIONS),
-        store_region=STORE_REGION if with_store else None,
+        layout,
+        gateway=gateway,
+        with_store=with_store,
         code_path=code_path or _default_code_path(),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    store = f", MinIO in {STORE_REGION}" if with_store else ""
-    out.write(f"starting 3 control-plane replicas ({', '.join(REGIONS)}){store} in {workdir}\n")
+    out.write(_starting(layout, with_store, gateway, workdir))
     code = 0
     try:
         started = time.monotonic()
         cluster.start()
-        for region, count in WORKERS.items():
-            for i in range(count):
-                cluster.add_worker(region, worker_id=f"{region}-w{i + 1}")
-        wait_until(lambda: workers_online(cluster, sum(WORKERS.values())), 30, what="workers")
+        workers = start_workers(cluster, layout)
+        wait_until(lambda: workers_online(cluster, workers), 30, what="workers")
         env_file = workdir / "env"
         write_env(cluster, env_file)
         out.write(f"up in {time.monotonic() - started:.1f}s\n")
         describe(cluster, out)
+        if cluster.gateway is not None:
+            show_round_trips(cluster, layout, out)
         if run is not None:
             code = run_pipeline(cluster, run, out)
         where_to_look(cluster, env_file, out)
@@ -165,6 +212,13 @@ def up(
         with contextlib.suppress(Exception):
             cluster.stop()
     return code
+
+
+def _starting(layout: Regions, with_store: bool, gateway: bool, workdir: Path) -> str:
+    replicas = f"{len(layout.names)} control-plane replicas ({', '.join(layout.names)})"
+    store = f", MinIO in {layout.store_region}" if with_store else ""
+    links = ", latency gateway (toxiproxy)" if gateway else ", no latency between regions"
+    return f"starting {replicas}{store}{links} in {workdir}\n"
 
 
 def _default_code_path() -> list[Path]:
