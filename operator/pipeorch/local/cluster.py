@@ -32,6 +32,7 @@ from pipeorch.local.gateway import LatencyGateway
 from pipeorch.local.processes import Proc, free_ports, wait_until
 from pipeorch.local.rtt import Matrix, Targets, measure_matrix
 from pipeorch.local.tools import find as find_tool
+from pipeorch.local.views import ReplicaViews
 from pipeorch.settings import RaftTiming
 
 #: Raft timing for loopback: elections in well under a second.
@@ -93,7 +94,7 @@ class Worker(Proc):
     state_dir: Path = Path()
 
 
-class LocalCluster:
+class LocalCluster(ReplicaViews):
     """A Raft control plane of ``replicas`` processes plus any number of workers."""
 
     def __init__(
@@ -353,60 +354,13 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ---- views ----------------------------------------------------------------------------
+    # ---- views (the rest in ReplicaViews) ---------------------------------------------------
 
-    def get(self, node_id: str, path: str) -> Any:
-        response = self._http.get(f"http://{self.replicas[node_id].http}{path}")
-        response.raise_for_status()
-        return response.json()
-
-    def raft(self, node_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.get(node_id, "/raft")
-        return result
+    def replica_http(self, node_id: str) -> str:
+        return self.replicas[node_id].http
 
     def live(self) -> list[str]:
         return [node_id for node_id, r in self.replicas.items() if r.running]
-
-    def views(self) -> dict[str, dict[str, Any]]:
-        """The /raft view of every live replica that answers."""
-        out = {}
-        for node_id in self.live():
-            with contextlib.suppress(httpx.HTTPError):
-                out[node_id] = self.raft(node_id)
-        return out
-
-    def leader(self) -> str | None:
-        """The leader that every live replica names (all of them answering), if it leads."""
-        views = self.views()
-        if len(views) != len(self.live()):
-            return None  # a replica still starting: callers may talk to it next
-        leaders = {v["leader"] for v in views.values()}
-        if len(leaders) != 1 or None in leaders:
-            return None
-        (leader,) = leaders
-        if leader not in views or views[leader]["state"] != "leader":
-            return None
-        return str(leader)
-
-    def wait_for_leader(self, timeout: float = 20.0) -> str:
-        return wait_until(self.leader, timeout, what="a leader all live replicas agree on")
-
-    def followers(self) -> list[str]:
-        leader = self.wait_for_leader()
-        return [node_id for node_id in self.live() if node_id != leader]
-
-    def wait_converged(self, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
-        """Wait until every live replica applied the same revision; return their views."""
-
-        def converged() -> dict[str, dict[str, Any]] | None:
-            views = self.views()
-            if len(views) != len(self.live()):
-                return None
-            if len({(v["revision"], v["applied_index"]) for v in views.values()}) != 1:
-                return None
-            return views
-
-        return wait_until(converged, timeout, what="replicas converged on one revision")
 
     def dump_logs(self, lines: int = 60) -> None:
         procs: list[Proc] = [*self.replicas.values(), *self.workers.values()]
