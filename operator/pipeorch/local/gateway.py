@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +78,35 @@ class LatencyGateway:
         self.proc = Proc(name="toxiproxy", argv=[], log_path=workdir / "toxiproxy.log")
         self._api: httpx.Client | None = None
 
+    @classmethod
+    def attach(
+        cls,
+        regions: Regions,
+        workdir: Path,
+        api_address: str,
+        links: Iterable[Link],
+        partitioned: Iterable[str] = (),
+        latency: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    ) -> LatencyGateway:
+        """The gateway of a system started by another process (a detached ``local up``): its
+        toxiproxy at ``api_address``, with the links, cut regions and round trips recorded
+        when it was last changed. ``close`` lets go of it; only that process's ``stop`` (or
+        ``local down``) ends it."""
+        gateway = cls(regions, workdir)
+        gateway.api_address = api_address
+        gateway._links = {(link.from_region, link.upstream_name): link for link in links}
+        gateway._disabled = set(partitioned)
+        for (a, b), rtt_and_jitter in (latency or {}).items():
+            gateway._latency[frozenset((a, b))] = rtt_and_jitter
+        gateway._api = httpx.Client(base_url=f"http://{api_address}", timeout=5.0)
+        return gateway
+
+    def close(self) -> None:
+        """Let go of the API without stopping toxiproxy."""
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
     # ---- process --------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -112,9 +142,7 @@ class LatencyGateway:
 
     def stop(self) -> None:
         """Stop toxiproxy (its listeners close with it). Safe to call twice."""
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        self.close()
         self.proc.kill(signal.SIGTERM)
         self._links.clear()
 
@@ -179,6 +207,25 @@ class LatencyGateway:
         """The round trip the gateway currently gives the pair (0 inside a region)."""
         return 0.0 if a == b else self._pair(a, b)[0]
 
+    def jitter_ms(self, a: str, b: str) -> float:
+        return 0.0 if a == b else self._pair(a, b)[1]
+
+    def latencies(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """Round trip and jitter (ms) the gateway gives each pair now, by sorted pair."""
+        with self._lock:
+            items = list(self._latency.items())
+        out = {}
+        for pair, value in items:
+            a, b = sorted(pair)
+            out[(a, b)] = value
+        return out
+
+    @property
+    def partitioned(self) -> list[str]:
+        """The regions whose links are cut, sorted."""
+        with self._lock:
+            return sorted(self._disabled)
+
     # ---- changes --------------------------------------------------------------------------
 
     def set_latency(self, a: str, b: str, rtt_ms: float, jitter_ms: float) -> None:
@@ -204,6 +251,13 @@ class LatencyGateway:
         with self._lock:
             self._disabled.discard(region)
         self._apply_enabled(region)
+
+    def enable_all_links(self) -> None:
+        """Every link up again, whatever cut it."""
+        with self._lock:
+            self._disabled.clear()
+        for link in self.links():
+            self._request("PATCH", f"/proxies/{link.name}", {"enabled": True})
 
     def _apply_enabled(self, region: str) -> None:
         for link in self.links():
