@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pipeorch import __version__, logs
 from pipeorch.errors import ConfigError, InvalidInput, PipeorchError
+from pipeorch.local import commands as local_commands
 from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
 
 
@@ -91,36 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--log-json", action="store_true", default=None)
     wk.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
-    local = sub.add_parser("local", help="run the whole system as processes on this machine")
-    local_sub = local.add_subparsers(dest="local_command", required=True)
-    lup = local_sub.add_parser(
-        "up",
-        help="one replica per region (aws, gcp, azure by default), their workers, MinIO and a "
-        "latency gateway between regions; optionally run a pipeline",
-    )
-    lup.add_argument(
-        "--regions",
-        type=Path,
-        metavar="FILE",
-        help="CloudRegion documents: regions, round trips, workers, where MinIO lives "
-        "(default: the built-in layout, the same as examples/regions.yaml)",
-    )
-    lup.add_argument(
-        "--no-gateway",
-        action="store_true",
-        help="plain loopback between regions: no latency gateway, faster Raft timing",
-    )
-    lup.add_argument("--run", type=Path, metavar="FILE", help="submit this pipeline and follow it")
-    lup.add_argument(
-        "--code-path", action="append", type=Path, help="where steps' callables live (repeat)"
-    )
-    lup.add_argument(
-        "--no-store", action="store_true", help="no MinIO: workers register but take no tasks"
-    )
-    lup.add_argument("--workdir", default=".pipeorch/local", help="logs and Raft data")
-    lup.add_argument(
-        "--for", dest="duration", type=float, metavar="SECONDS", help="stop after this long"
-    )
+    local_commands.add_parser(sub)
 
     cl = sub.add_parser("cluster", help="show a replica's view of Raft and the workers")
     cl.add_argument("--control-plane", default="127.0.0.1:7100", metavar="HOST:PORT")
@@ -253,6 +225,9 @@ def _show_cluster(address: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    command = args.command
+    if command == "local":
+        command = f"local {args.local_command}"
     try:
         if args.command == "controlplane":
             from pipeorch.controlplane.server import serve
@@ -271,28 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command in ("submit", "get", "describe", "logs", "cancel"):
             return _client_command(args)
         elif args.command == "local":
-            from pipeorch.local.up import up
-
-            return up(
-                Path(args.workdir),
-                sys.stdout,
-                args.duration,
-                run=args.run,
-                code_path=args.code_path,
-                with_store=not args.no_store,
-                regions_file=args.regions,
-                gateway=not args.no_gateway,
-            )
+            return local_commands.run(args, sys.stdout)
         elif args.command == "cluster":
             return _show_cluster(args.control_plane)
     except (ValidationError, ConfigError) as e:
-        print(f"pipeorch {args.command}: invalid settings:\n{e}", file=sys.stderr)
+        print(f"pipeorch {command}: invalid settings:\n{e}", file=sys.stderr)
         return 2
     except InvalidInput as e:
-        print(f"pipeorch {args.command}: {e}", file=sys.stderr)
+        print(f"pipeorch {command}: {e}", file=sys.stderr)
         return 2
     except PipeorchError as e:
-        print(f"pipeorch {args.command}: {e}", file=sys.stderr)
+        print(f"pipeorch {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

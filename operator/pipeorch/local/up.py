@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
+import re
+import shutil
 import signal
 import threading
 import time
@@ -21,23 +23,32 @@ from typing import Any, TextIO
 from pipeorch import console
 from pipeorch.core.regions import InvalidRegions, Regions, parse_regions
 from pipeorch.errors import ConfigError
+from pipeorch.local import statefile
 from pipeorch.local.cluster import LocalCluster
-from pipeorch.local.processes import wait_until
+from pipeorch.local.processes import Proc, wait_until
 from pipeorch.local.rtt import format_matrix
+from pipeorch.local.running import RunningSystem
+from pipeorch.local.statefile import GatewayRecord, Kind, ProcessRecord, SystemState
 
 #: Requests timed per directed link when the gateway's round trips are measured at start.
 RTT_SAMPLES = 10
 
 
-def load_regions(path: Path | None) -> Regions:
-    """The CloudRegion file at ``path``, or the packaged default layout."""
+def regions_text(path: Path | None) -> str:
+    """The CloudRegion documents at ``path``, or the packaged default layout's."""
     if path is None:
-        text = importlib.resources.files("pipeorch.local").joinpath("default-regions.yaml")
-        return parse_regions(text.read_text())
+        default = importlib.resources.files("pipeorch.local").joinpath("default-regions.yaml")
+        return default.read_text()
     try:
-        return parse_regions(path.read_text())
+        return path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read regions file {path}: {e}") from e
+
+
+def load_regions(path: Path | None) -> Regions:
+    """The CloudRegion file at ``path``, or the packaged default layout."""
+    try:
+        return parse_regions(regions_text(path))
     except InvalidRegions as e:
         raise ConfigError(f"{path}: {e}") from e
 
@@ -173,11 +184,14 @@ def up(
     with_store: bool = True,
     regions_file: Path | None = None,
     gateway: bool = True,
+    detach: bool = False,
 ) -> int:
-    """Start everything, optionally run a pipeline, and stay up until Ctrl-C (or
-    ``duration`` seconds)."""
+    """Start everything, optionally run a pipeline, and stay up until Ctrl-C (or ``duration``
+    seconds, or ``local down``); with ``detach``, return once that is done and leave the system
+    running. Returns the pipeline's exit status (0 without one)."""
     layout = load_regions(regions_file)
-    workdir.mkdir(parents=True, exist_ok=True)
+    state = statefile.claim(workdir, detach, regions_text(regions_file))
+    clear_previous_run(workdir)
     cluster = LocalCluster.from_layout(
         workdir,
         layout,
@@ -189,29 +203,105 @@ def up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     out.write(_starting(layout, with_store, gateway, workdir))
-    code = 0
+    leave_running = False
     try:
-        started = time.monotonic()
-        cluster.start()
-        workers = start_workers(cluster, layout)
-        wait_until(lambda: workers_online(cluster, workers), 30, what="workers")
-        env_file = workdir / "env"
-        write_env(cluster, env_file)
-        out.write(f"up in {time.monotonic() - started:.1f}s\n")
-        describe(cluster, out)
-        if cluster.gateway is not None:
-            show_round_trips(cluster, layout, out)
-        if run is not None:
-            code = run_pipeline(cluster, run, out)
-        where_to_look(cluster, env_file, out)
+        code = _bring_up(cluster, layout, state, run, out)
+        if detach and not stop.is_set():
+            out.write(_detached(workdir))
+            leave_running = True
+            return code
         out.write("\nPress Ctrl-C to stop everything.\n")
         out.flush()
         stop.wait(duration)
+        return code
     finally:
-        out.write("stopping...\n")
-        with contextlib.suppress(Exception):
-            cluster.stop()
+        if not leave_running:
+            out.write("stopping...\n")
+            _stop(cluster, workdir)
+
+
+def _bring_up(
+    cluster: LocalCluster, layout: Regions, state: SystemState, run: Path | None, out: TextIO
+) -> int:
+    """Start the system, recording each part as it starts; show it; run ``run``."""
+    started = time.monotonic()
+    cluster.start()
+    record(state, cluster)
+    workers = start_workers(cluster, layout)
+    record(state, cluster)
+    wait_until(lambda: workers_online(cluster, workers), 30, what="workers")
+    env_file = cluster.workdir / "env"
+    write_env(cluster, env_file)
+    state.env_file = str(env_file.resolve())
+    out.write(f"up in {time.monotonic() - started:.1f}s\n")
+    describe(cluster, out)
+    if cluster.gateway is not None:
+        show_round_trips(cluster, layout, out)
+    state.phase = "up"
+    record(state, cluster)  # with the proxies the round trips were measured through
+    code = run_pipeline(cluster, run, out) if run is not None else 0
+    where_to_look(cluster, env_file, out)
     return code
+
+
+def _stop(cluster: LocalCluster, workdir: Path) -> None:
+    """Stop what this process started, then whatever ``local restart`` started since."""
+    with contextlib.suppress(Exception):
+        cluster.stop()
+    state = statefile.load(workdir)
+    if state is not None:
+        with RunningSystem(state) as system:
+            system.stop(owner=False)
+
+
+def record(state: SystemState, cluster: LocalCluster) -> None:
+    """Write into the state file every process ``cluster`` runs and its gateway's links."""
+    procs: list[tuple[Proc, Kind, str | None, dict[str, str]]] = []
+    for r in cluster.replicas.values():
+        procs.append((r, "replica", r.region, {"raft": r.raft, "grpc": r.grpc, "http": r.http}))
+    for w in cluster.workers.values():
+        procs.append((w, "worker", w.region, {"http": w.http}))
+    if cluster.store is not None:
+        s = cluster.store
+        procs.append((s, "store", s.region, {"s3": s.address, "console": s.console}))
+    if cluster.gateway is not None:
+        procs.append((cluster.gateway.proc, "gateway", None, {"api": cluster.gateway.api_address}))
+    state.processes = [
+        ProcessRecord.of(proc, kind, region, addresses)
+        for proc, kind, region, addresses in procs
+        if proc.popen is not None
+    ]
+    if cluster.gateway is not None:
+        state.gateway = GatewayRecord.of(cluster.gateway)
+    statefile.save(state)
+
+
+#: What an earlier run left in a workdir: Raft data, MinIO's data, workers' ids and scratch
+#: space, logs, the env file. Nothing else there is touched.
+_EARLIER_RUN = re.compile(
+    r"cp-\d+(\.log)?|worker-.+|minio-data|minio\.log|toxiproxy\.log|toxiproxy-proxies\.json|env"
+)
+
+
+def clear_previous_run(workdir: Path) -> None:
+    """Every ``up`` starts a fresh system: an earlier run's pipelines would otherwise be found
+    again (and not run again), and its logs would run on into this one's."""
+    for entry in workdir.iterdir():
+        if not _EARLIER_RUN.fullmatch(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _detached(workdir: Path) -> str:
+    flag = statefile.workdir_flag(workdir)
+    return (
+        f"\nThe system keeps running (its state: {statefile.path(workdir)}).\n"
+        f"  pipeorch local status{flag}    what runs where\n"
+        f"  pipeorch local down{flag}      stop everything\n"
+    )
 
 
 def _starting(layout: Regions, with_store: bool, gateway: bool, workdir: Path) -> str:
