@@ -1,4 +1,4 @@
-"""`pipeorch local ...`: start, look at and stop the whole system on this machine.
+"""`pipeorch local ...`: start, look at, break and stop the whole system on this machine.
 
 Parsing only imports the standard library: ``pipeorch controlplane`` and ``worker`` go through
 the same parser, and start many times in every test.
@@ -36,6 +36,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="how long a process may take to stop after SIGTERM before it gets SIGKILL",
     )
     command("status", "what runs where: processes, Raft roles, cut regions, changed latencies")
+    command("kill-leader", "SIGKILL the replica that leads Raft now")
+    kw = command("kill-worker", "SIGKILL one worker of a region")
+    kw.add_argument("region")
+    part = command("partition", "cut every gateway link to and from a region")
+    part.add_argument("region")
+    part.add_argument(
+        "--for", dest="seconds", type=float, metavar="SECONDS", help="heal it after this long"
+    )
+    command("heal", "every gateway link up again (killed processes stay down: see restart)")
+    lat = command("latency", "set the round trip between two regions through the gateway")
+    lat.add_argument("a", metavar="A")
+    lat.add_argument("b", metavar="B")
+    lat.add_argument("ms", metavar="MS", type=float, help="round trip in milliseconds")
+    lat.add_argument("--jitter", type=float, metavar="MS", help="default: the pair's current")
+    rs = command("restart", "start a replica, worker or MinIO again (stopping it first)")
+    rs.add_argument("name", help="cp-0, aws-w1, minio, ... (see `local status`)")
 
 
 def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,6 +97,9 @@ def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Carry out ``pipeorch local <command>``; its exit status."""
+    from pipeorch.local import faults
+    from pipeorch.local.running import RunningSystem
+
     workdir = Path(args.workdir)
     command = args.local_command
     if command == "up":
@@ -89,7 +108,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         return down(workdir, args.grace, out)
     if command == "status":
         return status(workdir, out)
-    raise AssertionError(f"unknown command {command}")
+    with RunningSystem.find(workdir) as system:
+        if command == "kill-leader":
+            faults.kill_leader(system, out)
+        elif command == "kill-worker":
+            faults.kill_worker(system, args.region, out)
+        elif command == "partition":
+            faults.partition(system, args.region, args.seconds, out)
+        elif command == "heal":
+            faults.heal(system, out)
+        elif command == "latency":
+            faults.set_latency(system, args.a, args.b, args.ms, args.jitter, out)
+        else:
+            faults.restart(system, args.name, out)
+    return 0
 
 
 def _up(args: argparse.Namespace, out: TextIO) -> int:

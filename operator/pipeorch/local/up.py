@@ -106,15 +106,13 @@ def where_to_look(cluster: LocalCluster, env_file: Path, out: TextIO) -> None:
         out.write(
             f"          MinIO console http://{cluster.store.console} (credentials in {env_file})\n"
         )
+    flag = statefile.workdir_flag(cluster.workdir)
     out.write(
         f"Client:   source {env_file}; pipeorch get tasks\n"
-        f"Try:      kill -9 the leader ({leader}, pid {_pid(cluster, leader)}) and watch /raft\n"
+        f"Faults:   pipeorch local kill-leader{flag} (now {leader}), then watch /raft; "
+        "kill-worker REGION,\n"
+        "          partition REGION [--for SECONDS], heal, latency A B MS, restart NAME, status\n"
     )
-
-
-def _pid(cluster: LocalCluster, node_id: str) -> int | None:
-    popen = cluster.replicas[node_id].popen
-    return popen.pid if popen else None
 
 
 def write_env(cluster: LocalCluster, path: Path) -> None:
