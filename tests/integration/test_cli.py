@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import grpc
 import psutil
 
+from pipeorch.local import statefile
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
@@ -129,3 +132,88 @@ def test_local_up_refuses_a_bad_regions_file_naming_the_field(tmp_path):
     )
     assert result.returncode == 2
     assert f"{regions}: document[0].spec.latencyMs: no round trip to 'azure'" in result.stderr
+
+
+def listening(address: str) -> bool:
+    """Something listens on ``address`` (binding there as a server would fails)."""
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as s:
+        # As any server binds (a closed connection may linger in TIME_WAIT).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return True
+        return False
+
+
+def local(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PIPEORCH, "local", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_detached_up_runs_the_energy_example_and_down_leaves_nothing(tmp_path):
+    workdir = str(tmp_path)
+    try:
+        # capture_output: were a started process to hold the command's stdout or stderr,
+        # this would not return until that process ended.
+        up = local(
+            "up", "--detach", "--workdir", workdir,
+            "--run", str(EXAMPLES / "energy-pipeline.yaml"), "--code-path", str(EXAMPLES),
+            timeout=180,
+        )  # fmt: skip
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "pipeline/energy-report Succeeded in " in up.stdout
+        assert "Largest consumer: **plant-c**." in up.stdout
+        assert f"pipeorch local down --workdir {workdir}" in up.stdout
+
+        state = statefile.load(tmp_path)
+        assert state is not None
+        assert state.detached
+        assert statefile.path(tmp_path).stat().st_mode & 0o077 == 0
+        assert sorted(p.kind for p in state.processes) == sorted(
+            ["gateway", "store"] + ["replica"] * 3 + ["worker"] * 4
+        )
+        for proc in state.processes:
+            assert proc.running, proc.name
+            # Its own session: no terminal of ours, no Ctrl-C of ours.
+            assert os.getsid(proc.pid) == proc.pid != os.getsid(0), proc.name
+
+        status = local("status", "--workdir", workdir)
+        assert status.returncode == 0, status.stderr
+        rows = [line.split() for line in status.stdout.splitlines()]
+        assert sum(r[4:6] == ["running", "leader"] for r in rows if len(r) > 5) == 1
+        assert sum(r[4] == "running" for r in rows if len(r) > 5) == 9
+
+        again = local("up", "--detach", "--workdir", workdir)
+        assert again.returncode == 1
+        assert f"a system is already running in {workdir} (detached" in again.stderr
+        assert statefile.load(tmp_path) == state  # the refusal changed nothing
+
+        down = local("down", "--workdir", workdir)
+        assert down.returncode == 0, down.stderr
+        assert "stopped; state removed" in down.stdout
+    finally:
+        local("down", "--workdir", workdir)
+    assert not statefile.path(tmp_path).exists()
+    assert [p.name for p in state.processes if p.running] == []
+    assert [a for a in state.addresses() if listening(a)] == []
+    leftovers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if workdir in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+    again = local("down", "--workdir", workdir)
+    assert (again.returncode, again.stdout) == (0, f"nothing runs in {workdir}\n")
+
+
+def test_local_commands_without_a_system_say_so(tmp_path):
+    for command in (["status"], ["kill-leader"], ["partition", "aws"], ["heal"]):
+        result = local(*command, "--workdir", str(tmp_path))
+        assert result.returncode == 1, command
+        assert f"no running system in {tmp_path}" in result.stderr, command
+    result = local("up", "--detach", "--for", "5", "--workdir", str(tmp_path))
+    assert result.returncode == 2
+    assert "--for: a detached system runs until `pipeorch local down`" in result.stderr
