@@ -66,11 +66,12 @@ test-unit: sync ## Run only the unit tier
 	$(RUN) pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: sync ## Benchmarks (Raft, pipelines, and Celery/Dask/Ray in their own envs): results in bench/results/
-	@bash tools/build.sh minio
+bench: sync ## Benchmarks (Raft, pipelines, Celery/Dask/Ray in their own envs, the regions through the gateway): results in bench/results/
+	@bash tools/build.sh $(RUNTIME_TOOLS)
 	$(RUN) python -m bench.raft_bench
 	$(RUN) python -m bench.peers
 	$(RUN) python -m bench.pipeline_bench
+	$(RUN) python -m bench.local_bench
 
 TOOLS ?=
 
