@@ -244,4 +244,4 @@ def _already_running(workdir: Path, state: SystemState) -> str:
 
 def workdir_flag(workdir: Path) -> str:
     """``--workdir`` for a command line that names ``workdir``; nothing for the default."""
-    return "" if workdir == Path(DEFAULT_WORKDIR) else f" --workdir {workdir}"
+    return "" if workdir.resolve() == Path(DEFAULT_WORKDIR).resolve() else f" --workdir {workdir}"

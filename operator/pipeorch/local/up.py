@@ -191,7 +191,9 @@ def up(
     state = statefile.claim(workdir, detach, regions_text(regions_file))
     clear_previous_run(workdir)
     cluster = LocalCluster.from_layout(
-        workdir,
+        # Absolute: workers run steps in directories of their own, where a relative path
+        # names another place.
+        workdir.resolve(),
         layout,
         gateway=gateway,
         with_store=with_store,
