@@ -3,7 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-UV ?= uv
+# uv from PATH, else a private copy (the version CI pins) installed with pip on first use, so
+# that `make demo` and `make test` work on a machine that has only Python.
+UV_VERSION := 0.13.9
+UV_HOME := $(or $(PIPEORCH_TOOLS_DIR),$(HOME)/.cache/pipeorch-tools)/uv-$(UV_VERSION)
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_HOME)/bin/uv)
 RUN := $(UV) run --frozen
 PROTO_OUT := operator
 PROTO_SRC := proto/pipeorch/v1/pipeorch.proto
@@ -12,8 +16,13 @@ PROTO_SRC := proto/pipeorch/v1/pipeorch.proto
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+$(UV_HOME)/bin/uv:
+	@echo "uv not found: installing uv $(UV_VERSION) into $(UV_HOME) (a venv, with pip)"
+	@python3 -m venv "$(UV_HOME)"
+	@"$(UV_HOME)/bin/pip" install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
 .PHONY: sync
-sync: ## Install the locked Python environment into .venv (uv sync --frozen), bytecode compiled
+sync: | $(filter $(UV_HOME)/bin/uv,$(UV)) ## Install the locked Python environment into .venv (uv sync --frozen), bytecode compiled
 	@$(UV) sync --frozen --quiet --compile-bytecode
 	@# Every test starts dozens of processes: compiled once here, they do not each compile
 	@# their imports again (PYTHONDONTWRITEBYTECODE environments never keep .pyc files).

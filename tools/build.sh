@@ -42,6 +42,10 @@ usage() {
 }
 
 check_go() {
+  # The official toolchain's usual place, when a fresh shell does not have it on PATH yet.
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+    export PATH=/usr/local/go/bin:$PATH
+  fi
   if ! command -v go >/dev/null 2>&1; then
     die "Go >= $GO_MIN_VERSION is needed to build the test binaries, and 'go' is not on PATH.
   Install the official Go toolchain ($GO_MIN_VERSION or newer: the release archive unpacked into
