@@ -147,31 +147,35 @@ def listening(address: str) -> bool:
         return False
 
 
-def local(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def local(*args: str, timeout: float = 60, cwd: Path | None = None):
     return subprocess.run(
-        [*PIPEORCH, "local", *args], capture_output=True, text=True, timeout=timeout
+        [*PIPEORCH, "local", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
     )
 
 
 def test_detached_up_runs_the_energy_example_and_down_leaves_nothing(tmp_path):
-    workdir = str(tmp_path)
+    # Relative, as `make demo` gives it: steps run elsewhere, and must still find their files.
+    workdir, path = "demo", tmp_path / "demo"
+
+    def demo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return local(*args, "--workdir", workdir, timeout=timeout, cwd=tmp_path)
+
     try:
         # capture_output: were a started process to hold the command's stdout or stderr,
         # this would not return until that process ended.
-        up = local(
-            "up", "--detach", "--workdir", workdir,
-            "--run", str(EXAMPLES / "energy-pipeline.yaml"), "--code-path", str(EXAMPLES),
-            timeout=180,
+        up = demo(
+            "up", "--detach", "--run", str(EXAMPLES / "energy-pipeline.yaml"),
+            "--code-path", str(EXAMPLES), timeout=180,
         )  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
         assert "pipeline/energy-report Succeeded in " in up.stdout
         assert "Largest consumer: **plant-c**." in up.stdout
         assert f"pipeorch local down --workdir {workdir}" in up.stdout
 
-        state = statefile.load(tmp_path)
+        state = statefile.load(path)
         assert state is not None
         assert state.detached
-        assert statefile.path(tmp_path).stat().st_mode & 0o077 == 0
+        assert statefile.path(path).stat().st_mode & 0o077 == 0
         assert sorted(p.kind for p in state.processes) == sorted(
             ["gateway", "store"] + ["replica"] * 3 + ["worker"] * 4
         )
@@ -180,32 +184,32 @@ def test_detached_up_runs_the_energy_example_and_down_leaves_nothing(tmp_path):
             # Its own session: no terminal of ours, no Ctrl-C of ours.
             assert os.getsid(proc.pid) == proc.pid != os.getsid(0), proc.name
 
-        status = local("status", "--workdir", workdir)
+        status = demo("status")
         assert status.returncode == 0, status.stderr
         rows = [line.split() for line in status.stdout.splitlines()]
         assert sum(r[4:6] == ["running", "leader"] for r in rows if len(r) > 5) == 1
         assert sum(r[4] == "running" for r in rows if len(r) > 5) == 9
 
-        again = local("up", "--detach", "--workdir", workdir)
+        again = demo("up", "--detach")
         assert again.returncode == 1
         assert f"a system is already running in {workdir} (detached" in again.stderr
-        assert statefile.load(tmp_path) == state  # the refusal changed nothing
+        assert statefile.load(path) == state  # the refusal changed nothing
 
-        down = local("down", "--workdir", workdir)
+        down = demo("down")
         assert down.returncode == 0, down.stderr
         assert "stopped; state removed" in down.stdout
     finally:
-        local("down", "--workdir", workdir)
-    assert not statefile.path(tmp_path).exists()
+        demo("down")
+    assert not statefile.path(path).exists()
     assert [p.name for p in state.processes if p.running] == []
     assert [a for a in state.addresses() if listening(a)] == []
     leftovers = [
         p.info["cmdline"]
         for p in psutil.process_iter(["cmdline"])
-        if workdir in " ".join(p.info["cmdline"] or [])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
-    again = local("down", "--workdir", workdir)
+    again = demo("down")
     assert (again.returncode, again.stdout) == (0, f"nothing runs in {workdir}\n")
 
 
