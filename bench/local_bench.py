@@ -230,7 +230,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--writes", type=int, default=40, help="timed writes per leader region")
     parser.add_argument("--pipelines", type=int, default=3, help="energy runs per leader region")
-    parser.add_argument("--kills", type=int, default=8, help="failover samples, at least")
+    parser.add_argument("--kills", type=int, default=12, help="failover samples, at least")
     parser.add_argument("--max-kills", type=int, default=20, help="give up on a region after")
     args = parser.parse_args()
     started = time.monotonic()
