@@ -41,7 +41,8 @@ def kill_leader(system: RunningSystem, out: TextIO) -> str:
     """SIGKILL the current Raft leader; returns its name."""
     live = system.live()
     if len(live) < 2:
-        raise Conflict(f"no leader to kill: only {live or 'no replica'} runs, without a quorum")
+        running = f"only {live[0]} runs" if live else "no replica runs"
+        raise Conflict(f"no leader to kill: {running}, so no quorum and no leader")
     try:
         leader = wait_until(system.claimed_leader, WAIT_SECONDS, what="a leader")
     except TimeoutError as e:
