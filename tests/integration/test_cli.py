@@ -12,7 +12,7 @@ import grpc
 import psutil
 
 from pipeorch.local import statefile
-from pipeorch.local.cluster import LocalCluster
+from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 
@@ -221,3 +221,41 @@ def test_local_commands_without_a_system_say_so(tmp_path):
     result = local("up", "--detach", "--for", "5", "--workdir", str(tmp_path))
     assert result.returncode == 2
     assert "--for: a detached system runs until `pipeorch local down`" in result.stderr
+
+
+def test_faults_and_down_act_on_a_foreground_up_too(tmp_path):
+    up = subprocess.Popen(
+        [*PIPEORCH, "local", "up", "--no-gateway", "--no-store", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        state = wait_until(
+            lambda: (s := statefile.load(tmp_path)) is not None and s.phase == "up" and s,
+            60,
+            what="the foreground system up",
+        )
+        assert not state.detached
+        assert state.owner_pid == up.pid
+        said = local("kill-worker", "aws", "--workdir", str(tmp_path))
+        assert said.stdout.startswith("killed worker aws-w1"), said.stderr
+        # Restarted by another command: not a child of the foreground up, stopped all the same.
+        said = local("restart", "aws-w1", "--workdir", str(tmp_path))
+        assert "aws-w1 serves" in said.stdout, said.stderr
+        restarted = statefile.load(tmp_path)
+        assert restarted is not None
+        status = local("status", "--workdir", str(tmp_path))
+        assert f"in the foreground (pid {up.pid})" in status.stdout
+
+        down = local("down", "--workdir", str(tmp_path))
+        assert down.returncode == 0, down.stderr
+        assert up.wait(30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+        local("down", "--workdir", str(tmp_path))
+    assert up.stdout is not None
+    assert "stopping..." in up.stdout.read()
+    assert [p.name for p in [*state.processes, *restarted.processes] if p.running] == []
+    assert not statefile.path(tmp_path).exists()
