@@ -50,6 +50,8 @@ fmt: sync ## Format and auto-fix with ruff
 
 # The binaries the tests and the demo run (built once into the cache; see `make tools`).
 RUNTIME_TOOLS := minio toxiproxy-server
+# What the tests of the chart and the images also run.
+TEST_TOOLS := helm kube-score
 
 .PHONY: demo
 demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO, latency gateway) and the energy pipeline
@@ -58,7 +60,7 @@ demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO, laten
 
 .PHONY: test
 test: sync ## Run every test tier (unit, integration) with pytest
-	@bash tools/build.sh $(RUNTIME_TOOLS)
+	@bash tools/build.sh $(RUNTIME_TOOLS) $(TEST_TOOLS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
