@@ -33,8 +33,16 @@ proto-check: sync ## Fail if the committed stubs differ from freshly generated o
 	    || { echo "stubs are stale: run 'make proto'"; exit 1; }; \
 	done; echo "proto stubs up to date"
 
+.PHONY: crds
+crds: sync ## Regenerate the CRDs (crds/ and the chart's crds/) from the spec models
+	@$(RUN) python -m pipeorch.k8s.crds
+
+.PHONY: crds-check
+crds-check: sync ## Fail if the committed CRDs differ from freshly generated ones
+	@$(RUN) python -m pipeorch.k8s.crds --check
+
 .PHONY: lint
-lint: sync proto-check ## ruff, mypy (strict on the pure core), import-linter contracts
+lint: sync proto-check crds-check ## ruff, mypy (strict on the pure core), import-linter contracts, generated files
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
