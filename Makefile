@@ -54,7 +54,8 @@ fmt: sync ## Format and auto-fix with ruff
 	$(RUN) ruff check --fix .
 
 # The binaries the tests and the demo run (built once into the cache; see `make tools`).
-RUNTIME_TOOLS := minio
+K8S_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl
+RUNTIME_TOOLS := minio $(K8S_TOOLS)
 
 .PHONY: demo
 demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO) and the energy pipeline
@@ -62,13 +63,27 @@ demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO) and t
 	$(RUN) pipeorch local up --run examples/energy-pipeline.yaml
 
 .PHONY: test
-test: sync ## Run every test tier (unit, integration) with pytest
+test: sync ## Run every test tier (unit, integration, k8s) with pytest
 	@bash tools/build.sh $(RUNTIME_TOOLS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: sync ## Run only the unit tier
 	$(RUN) pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: test-k8s
+test-k8s: sync ## Run only the k8s tier (a real API server with KWOK nodes)
+	@bash tools/build.sh $(K8S_TOOLS)
+	$(RUN) pytest -m k8s $(PYTEST_ARGS)
+
+.PHONY: k8s-up
+k8s-up: sync ## Start a Kubernetes control plane on loopback (KWOK nodes in aws, gcp, azure) with the CRDs
+	@bash tools/build.sh $(K8S_TOOLS) >&2
+	@$(RUN) python -m pipeorch.local.k8s up
+
+.PHONY: k8s-down
+k8s-down: sync ## Stop the cluster of `make k8s-up` (no process or port left)
+	@$(RUN) python -m pipeorch.local.k8s down
 
 .PHONY: bench
 bench: sync ## Benchmarks (Raft, pipelines, and Celery/Dask/Ray in their own envs): results in bench/results/
