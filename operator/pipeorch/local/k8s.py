@@ -108,7 +108,7 @@ class KwokCluster:
                 if attempt == attempts:
                     raise
         try:
-            self.create_nodes()
+            self._populate(timeout)
         except BaseException:
             self.stop()  # a failed start leaves nothing running
             raise
@@ -117,12 +117,18 @@ class KwokCluster:
     def _create(self, timeout: float) -> None:
         self._kwokctl("create", "cluster", "--kubeconfig", str(self.kubeconfig), timeout=timeout)
         self._wait(lambda: self._ok("get", "--raw", "/readyz"), timeout, "the API server ready")
-        # Pods are refused until the controller manager has made the default service account.
+
+    def _populate(self, timeout: float) -> None:
+        # The nodes are created while the controller manager is still starting up (it takes
+        # the longest); pods are refused until it has made the default service account.
+        nodes = [node_manifest(region) for region in self.regions]
+        self.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
         self._wait(
             lambda: self._ok("get", "serviceaccount", "default", "-n", "default"),
             timeout,
             "the default service account",
         )
+        self.kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={timeout}s")
 
     def stop(self, timeout: float = 15.0) -> None:
         """Delete the cluster; return only when none of its processes runs and none of its
@@ -161,11 +167,6 @@ class KwokCluster:
         return f"https://127.0.0.1:{self.ports()[0]}"
 
     # ---- what the cluster holds --------------------------------------------------------------
-
-    def create_nodes(self, timeout: float = 60.0) -> None:
-        nodes = [node_manifest(region) for region in self.regions]
-        self.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
-        self.kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={timeout}s")
 
     def install_crds(self, directory: Path, timeout: float = 60.0) -> None:
         self.kubectl("apply", "-f", str(directory))
