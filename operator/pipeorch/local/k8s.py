@@ -133,9 +133,11 @@ class KwokCluster:
     def stop(self, timeout: float = 15.0) -> None:
         """Delete the cluster; return only when none of its processes runs and none of its
         ports is bound."""
-        pids, ports = self.pids(), self.ports()
-        if self.cluster_dir.exists():
-            self._kwokctl("delete", "cluster", "--kubeconfig", str(self.kubeconfig), check=False)
+        if not self.cluster_dir.exists():
+            return
+        pids = self.pids()
+        ports = self.ports() if pids else []  # a cluster that does not run binds nothing
+        self._kwokctl("delete", "cluster", "--kubeconfig", str(self.kubeconfig), check=False)
         deadline = time.monotonic() + timeout
         for pid in pids:
             while _alive(pid) and time.monotonic() < deadline:
@@ -149,12 +151,16 @@ class KwokCluster:
                 time.sleep(0.05)
 
     def running(self) -> bool:
-        pids = self.pids()
-        return bool(pids) and all(_alive(pid) for pid in pids)
+        """Every component of the cluster runs."""
+        pid_files = list((self.cluster_dir / "pids").glob("*.pid"))
+        return bool(pid_files) and len(self.pids()) == len(pid_files)
 
     def pids(self) -> list[int]:
+        """The live processes of this cluster. A pid file can outlive its process (a reboot)
+        and its number be reused: a pid counts only while it runs a binary of this cluster."""
         pid_dir = self.cluster_dir / "pids"
-        return [int(p.read_text().strip()) for p in sorted(pid_dir.glob("*.pid"))]
+        pids = [int(p.read_text().strip()) for p in sorted(pid_dir.glob("*.pid"))]
+        return [pid for pid in pids if _runs_from(pid, self.cluster_dir)]
 
     def ports(self) -> list[int]:
         if not self.config_path.exists():
@@ -292,6 +298,14 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _runs_from(pid: int, directory: Path) -> bool:
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+    except OSError:
+        return False
+    return argv0.startswith(f"{directory}/")
 
 
 def _port_free(port: int) -> bool:
