@@ -39,6 +39,8 @@ _SCALAR_KEYWORDS = (
 )
 #: Keywords that carry no validation for the API server.
 _DROPPED = frozenset({"title", "$defs", "examples"})
+#: Keywords that constrain nothing (an `Any` field may carry them).
+_ANNOTATIONS = ("description", "default")
 _NULL = {"type": "null"}
 
 
@@ -51,10 +53,14 @@ def structural(model: type[BaseModel]) -> Schema:
 
 def convert(node: Schema, defs: dict[str, Schema], path: str = "") -> Schema:
     node = _resolve(node, defs, path)
-    if not node or node == {"additionalProperties": True}:
+    if not set(node) - _DROPPED - set(_ANNOTATIONS):
         # `Any`: the one case where a node may have no type.
-        return {"x-kubernetes-preserve-unknown-fields": True}
-    out: Schema = {}
+        out: Schema = {}
+        for key in _ANNOTATIONS:
+            if key in node:
+                _copy(out, key, node[key])
+        return {**out, "x-kubernetes-preserve-unknown-fields": True}
+    out = {}
     for key in _SCALAR_KEYWORDS:
         if key in node:
             _copy(out, key, node[key])
