@@ -53,9 +53,10 @@ fmt: sync ## Format and auto-fix with ruff
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-# The binaries the tests and the demo run (built once into the cache; see `make tools`).
+# The binaries the demo and the tests run (built once into the cache; see `make tools`).
+RUNTIME_TOOLS := minio
 K8S_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl
-RUNTIME_TOOLS := minio $(K8S_TOOLS)
+TEST_TOOLS := $(RUNTIME_TOOLS) $(K8S_TOOLS)
 
 .PHONY: demo
 demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO) and the energy pipeline
@@ -64,7 +65,7 @@ demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO) and t
 
 .PHONY: test
 test: sync ## Run every test tier (unit, integration, k8s) with pytest
-	@bash tools/build.sh $(RUNTIME_TOOLS)
+	@bash tools/build.sh $(TEST_TOOLS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
