@@ -64,7 +64,8 @@ class CloudRegionSpec(_Strict):
     bandwidthMbps: dict[str, Mbps] = Field(
         default_factory=dict, description="Bandwidth to other regions, Mbit/s, by name."
     )
-    workers: WorkerPool = Field(default_factory=WorkerPool)
+    # The default shows in the CRD, so a region without `workers` gets one worker there too.
+    workers: WorkerPool = Field(default_factory=WorkerPool, json_schema_extra={"default": {}})
     objectStore: bool = Field(
         False, description="The object store (MinIO) lives here; exactly one region has it."
     )
