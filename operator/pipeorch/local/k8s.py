@@ -260,14 +260,18 @@ def kwokctl_config(
 def node_manifest(region: str, index: int = 0) -> dict[str, Any]:
     """A fake node of a region pool: KWOK manages it and reports it Ready."""
     name = f"kwok-{region}-{index}"
-    resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "100Gi"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {**dict.fromkeys(REGION_LABELS, region), "type": "kwok"},
+            "labels": {
+                **dict.fromkeys(REGION_LABELS, region),
+                "kubernetes.io/hostname": name,  # as every real node has: volumes pin by it
+                "type": "kwok",
+            },
         },
         "spec": {"providerID": f"kwok://{name}"},
         "status": {"allocatable": resources, "capacity": resources},
