@@ -274,8 +274,21 @@ def node_manifest(region: str, index: int = 0) -> dict[str, Any]:
             },
         },
         "spec": {"providerID": f"kwok://{name}"},
-        "status": {"allocatable": resources, "capacity": resources},
+        "status": {
+            "allocatable": resources,
+            "capacity": resources,
+            # An address of its own per node, as on kind: the netem rules target them.
+            "addresses": [
+                {"type": "InternalIP", "address": node_ip(region, index)},
+                {"type": "Hostname", "address": name},
+            ],
+        },
     }
+
+
+def node_ip(region: str, index: int = 0) -> str:
+    """A stable private address for a fake node (10.89.<region>.<index + 1>)."""
+    return f"10.89.{sum(region.encode()) % 250}.{index + 1}"
 
 
 def parse_rejection(stderr: str) -> InvalidInput | None:
