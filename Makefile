@@ -45,8 +45,16 @@ proto-check: sync ## Fail if the committed stubs differ from freshly generated o
 	    || { echo "stubs are stale: run 'make proto'"; exit 1; }; \
 	done; echo "proto stubs up to date"
 
+.PHONY: crds
+crds: sync ## Regenerate the CRDs (crds/ and the chart's crds/) from the spec models
+	@$(RUN) python -m pipeorch.k8s.crds
+
+.PHONY: crds-check
+crds-check: sync ## Fail if the committed CRDs differ from freshly generated ones
+	@$(RUN) python -m pipeorch.k8s.crds --check
+
 .PHONY: lint
-lint: sync proto-check ## ruff, mypy (strict on the pure core), import-linter contracts
+lint: sync proto-check crds-check ## ruff, mypy (strict on the pure core), import-linter contracts, generated files
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
@@ -57,8 +65,11 @@ fmt: sync ## Format and auto-fix with ruff
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-# The binaries the tests and the demo run (built once into the cache; see `make tools`).
+# The binaries the demo runs (built once into the cache; see `make tools`).
 RUNTIME_TOOLS := minio toxiproxy-server
+K8S_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl
+# What the tests also run: a Kubernetes control plane, and helm and kube-score for the chart.
+TEST_TOOLS := $(RUNTIME_TOOLS) $(K8S_TOOLS) helm kube-score
 
 .PHONY: demo
 demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO, latency gateway) and the energy pipeline
@@ -66,13 +77,27 @@ demo: sync ## Run the system on this machine (3 regions, 4 workers, MinIO, laten
 	$(RUN) pipeorch local up --run examples/energy-pipeline.yaml
 
 .PHONY: test
-test: sync ## Run every test tier (unit, integration) with pytest
-	@bash tools/build.sh $(RUNTIME_TOOLS)
+test: sync ## Run every test tier (unit, integration, k8s) with pytest
+	@bash tools/build.sh $(TEST_TOOLS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: sync ## Run only the unit tier
 	$(RUN) pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: test-k8s
+test-k8s: sync ## Run only the k8s tier (a real API server with KWOK nodes)
+	@bash tools/build.sh $(K8S_TOOLS)
+	$(RUN) pytest -m k8s $(PYTEST_ARGS)
+
+.PHONY: k8s-up
+k8s-up: sync ## Start a Kubernetes control plane on loopback (KWOK nodes in aws, gcp, azure) with the CRDs
+	@bash tools/build.sh $(K8S_TOOLS) >&2
+	@$(RUN) python -m pipeorch.local.k8s up
+
+.PHONY: k8s-down
+k8s-down: sync ## Stop the cluster of `make k8s-up` (no process or port left)
+	@$(RUN) python -m pipeorch.local.k8s down
 
 .PHONY: bench
 bench: sync ## Benchmarks (Raft, pipelines, Celery/Dask/Ray in their own envs, the regions through the gateway): results in bench/results/

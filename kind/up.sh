@@ -11,6 +11,7 @@ TAG=${IMAGE_TAG:-dev}
 RELEASE=${HELM_RELEASE:-po}
 CONTROL_PLANE_IMAGE=pipeorch/control-plane:$TAG
 WORKER_IMAGE=pipeorch/worker:$TAG
+MINIO_IMAGE=pipeorch/minio:$TAG
 
 need() {  # need COMMAND WHY HOW
   if ! command -v "$1" >/dev/null 2>&1; then
@@ -38,6 +39,10 @@ images() {
   need_docker
   docker build -f operator/Dockerfile -t "$CONTROL_PLANE_IMAGE" .
   docker build -f worker/Dockerfile -t "$WORKER_IMAGE" .
+  # shellcheck source=../tools/versions.env
+  source tools/versions.env
+  docker build -f tools/images/minio.Dockerfile --build-arg MINIO_VERSION="$MINIO_VERSION" \
+    -t "$MINIO_IMAGE" .
 }
 
 up() {
@@ -45,10 +50,10 @@ up() {
   kind get clusters 2>/dev/null | grep -qx "$CLUSTER" \
     || kind create cluster --name "$CLUSTER" --config kind/cluster.yaml
   images
-  kind load docker-image --name "$CLUSTER" "$CONTROL_PLANE_IMAGE" "$WORKER_IMAGE"
+  kind load docker-image --name "$CLUSTER" "$CONTROL_PLANE_IMAGE" "$WORKER_IMAGE" "$MINIO_IMAGE"
   helm upgrade --install "$RELEASE" charts/pipeline-orchestrator --wait --timeout 10m \
     --kube-context "kind-$CLUSTER" \
-    --set image.tag="$TAG"
+    --set image.tag="$TAG" --set minio.image="$MINIO_IMAGE"
   echo
   echo "next: kubectl --context kind-$CLUSTER apply -f examples/energy-pipeline.yaml"
   echo "      kubectl --context kind-$CLUSTER get tasks.pipeorch.dev -w"

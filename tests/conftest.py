@@ -1,4 +1,5 @@
-"""Tiers follow the directories: tests/unit -> unit, tests/integration -> integration."""
+"""Tiers follow the directories: tests/unit -> unit, tests/integration -> integration,
+tests/k8s -> k8s."""
 
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ def failed(request: pytest.FixtureRequest) -> bool:
     return report is not None and report.failed
 
 
+_TESTS = Path(__file__).resolve().parent
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        parts = set(Path(str(item.fspath)).parts)
-        for tier in _TIERS & parts:
+        # Only the directory right under tests/ names the tier: tests/unit/k8s is unit.
+        path = Path(str(item.fspath)).resolve()
+        tier = path.relative_to(_TESTS).parts[0] if path.is_relative_to(_TESTS) else None
+        if tier in _TIERS:
             item.add_marker(getattr(pytest.mark, tier))

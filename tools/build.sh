@@ -5,7 +5,7 @@
 #   bash tools/build.sh [NAME|GROUP ...]     (default: all)
 #   bash tools/build.sh --update-wrappers    regenerate tools/{etcd,kubernetes}/go.{mod,sum}
 #
-# NAME: toxiproxy-server (or toxiproxy), kwok, kwokctl, helm, minio, etcd, kube-apiserver,
+# NAME: toxiproxy-server (or toxiproxy), kwok, kwokctl, helm, kube-score, minio, etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl. GROUP: k8s (the four Kubernetes
 # binaries), all.
 #
@@ -31,7 +31,7 @@ K8S_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSI
 -X k8s.io/component-base/version.gitMinor=$K8S_MINOR \
 -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
 
-ALL=(toxiproxy-server kwok kwokctl helm minio etcd
+ALL=(toxiproxy-server kwok kwokctl helm kube-score minio etcd
   kube-apiserver kube-controller-manager kube-scheduler kubectl)
 K8S=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
@@ -126,6 +126,7 @@ version_of() {
     toxiproxy-server) echo "$TOXIPROXY_VERSION" ;;
     kwok | kwokctl) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
+    kube-score) echo "$KUBE_SCORE_VERSION" ;;
     minio) echo "$MINIO_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     kube-* | kubectl) echo "$KUBERNETES_VERSION" ;;
@@ -144,6 +145,7 @@ build() { # NAME OUTDIR
       go_install "$out" github.com/Shopify/toxiproxy/v2/cmd/server "$TOXIPROXY_VERSION" server "$name" ;;
     kwok | kwokctl) go_install "$out" "sigs.k8s.io/kwok/cmd/$name" "$KWOK_VERSION" "$name" "$name" ;;
     helm) go_install "$out" helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm helm ;;
+    kube-score) go_install "$out" github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION" kube-score kube-score ;;
     minio) go_install "$out" github.com/minio/minio "$MINIO_VERSION" minio minio ;;
     etcd) (cd "$HERE/etcd" && go build -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3) ;;
     kube-* | kubectl)

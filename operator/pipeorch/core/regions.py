@@ -22,8 +22,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeorch.core.placement import Topology
-from pipeorch.core.spec import Metadata, SpecError, dedupe_errors, schema_errors, yaml_error
-from pipeorch.errors import InvalidInput
+from pipeorch.core.spec import (
+    InvalidDocument,
+    Metadata,
+    SpecError,
+    dedupe_errors,
+    schema_errors,
+    yaml_error,
+)
 
 Provider = Literal["aws", "gcp", "azure", "other"]
 #: A round trip in milliseconds; 0 is a region's own, never configured.
@@ -58,7 +64,8 @@ class CloudRegionSpec(_Strict):
     bandwidthMbps: dict[str, Mbps] = Field(
         default_factory=dict, description="Bandwidth to other regions, Mbit/s, by name."
     )
-    workers: WorkerPool = Field(default_factory=WorkerPool)
+    # The default shows in the CRD, so a region without `workers` gets one worker there too.
+    workers: WorkerPool = Field(default_factory=WorkerPool, json_schema_extra={"default": {}})
     objectStore: bool = Field(
         False, description="The object store (MinIO) lives here; exactly one region has it."
     )
@@ -86,17 +93,8 @@ class CloudRegion(_Strict):
         return self.metadata.name
 
 
-class InvalidRegions(InvalidInput):
-    """A regions file with one or more problems; ``errors`` lists every one of them."""
-
-    def __init__(self, errors: list[SpecError]) -> None:
-        self.errors = errors
-        first = errors[0]
-        super().__init__(first.path, first.message)
-        self.args = ("; ".join(str(e) for e in errors),)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+class InvalidRegions(InvalidDocument):
+    """A regions file with one or more problems."""
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,8 @@ class SpecError:
         return f"{self.path}: {self.message}"
 
 
-class InvalidPipeline(InvalidInput):
-    """A pipeline document with one or more problems; ``errors`` lists every one of them."""
+class InvalidDocument(InvalidInput):
+    """A document with one or more problems; ``errors`` lists every one of them."""
 
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = errors
@@ -169,6 +169,10 @@ class InvalidPipeline(InvalidInput):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class InvalidPipeline(InvalidDocument):
+    """A pipeline document with one or more problems."""
 
 
 def parse_pipeline(text: str | bytes) -> Pipeline:

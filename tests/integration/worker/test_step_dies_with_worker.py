@@ -8,22 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from pipeorch.local.cluster import wait_until
 from pipeorch_worker.process import SETPRIV, die_with_worker
 
+from ..conftest import alive
+
 pytestmark = pytest.mark.skipif(SETPRIV is None, reason="needs util-linux setpriv")
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def test_the_step_runs_under_its_live_worker(tmp_path):

@@ -13,6 +13,8 @@ from pipeorch.local.cluster import wait_until
 from pipeorch_worker.hosts import HostPool
 from pipeorch_worker.sdk import StepContext
 
+from ..conftest import alive
+
 pytestmark = pytest.mark.anyio
 
 
@@ -144,7 +146,7 @@ async def test_a_timeout_kills_the_host_and_what_the_step_started(steps):
         code, timed_out, _ = await steps.run("hang", timeout=1.0, pidfile=str(pidfile))
         assert (code, timed_out) == (-9, True)
         child = int(pidfile.read_text())
-        wait_until(lambda: not _alive(child), 5, interval=0.02, what="the step's child to die")
+        wait_until(lambda: not alive(child), 5, interval=0.02, what="the step's child to die")
         code, _, _ = await steps.run("hello")
         assert code == 0
 
@@ -158,11 +160,3 @@ async def test_an_edited_step_module_runs_as_edited(steps):
         assert code == 0
         assert "edited, from s2 call 1" in after
         assert pid_of(after) != pid_of(before)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
