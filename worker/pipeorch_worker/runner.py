@@ -83,10 +83,11 @@ class StepRunner:
         self, store: ArtifactStore, work_dir: Path, code_path: list[Path], warm_hosts: int = 0
     ) -> None:
         self._store = store
-        self._work_dir = work_dir
-        self._code_path = code_path
+        # Absolute: a step runs with its scratch directory as cwd, and finds its files by path.
+        self._work_dir = work_dir.resolve()
+        self._code_path = [p.resolve() for p in code_path]
         self._hosts = HostPool(self._base_environment(), warm_hosts) if warm_hosts else None
-        self._scratch = ScratchDirectories(work_dir)
+        self._scratch = ScratchDirectories(self._work_dir)
 
     async def prepare(self) -> None:
         """Make sure the bucket exists (raises StorageUnavailable while the store is down)."""
