@@ -14,7 +14,12 @@ from pydantic import ValidationError
 
 from pipeorch import __version__, logs
 from pipeorch.errors import ConfigError, InvalidInput, PipeorchError
-from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
+from pipeorch.settings import (
+    ControlPlaneSettings,
+    KubernetesSettings,
+    RaftTiming,
+    WorkerSettings,
+)
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
@@ -60,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--raft-min-timeout", type=float, help="election timeout floor, seconds")
     cp.add_argument("--raft-max-timeout", type=float, help="election timeout ceiling, seconds")
     cp.add_argument("--raft-heartbeat", type=float, help="leader heartbeat period, seconds")
+    cp.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="run the Kubernetes operator (on the Raft leader) against this cluster",
+    )
+    cp.add_argument("--watch-namespace", help="the operator's namespace (default: all)")
     cp.add_argument("--log-json", action="store_true", default=None)
     cp.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -118,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-store", action="store_true", help="no MinIO: workers register but take no tasks"
     )
     lup.add_argument("--workdir", default=".pipeorch/local", help="logs and Raft data")
+    lup.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="also run the operator against this cluster: kubectl apply Pipelines, get Tasks",
+    )
     lup.add_argument(
         "--for", dest="duration", type=float, metavar="SECONDS", help="stop after this long"
     )
@@ -200,7 +218,17 @@ def _controlplane_settings(args: argparse.Namespace) -> ControlPlaneSettings:
             log_json=args.log_json,
             log_level=args.log_level,
             raft=RaftTiming(**timing) if timing else None,
+            kubernetes=_kubernetes_settings(args),
         )
+    )
+
+
+def _kubernetes_settings(args: argparse.Namespace) -> KubernetesSettings | None:
+    """--kubeconfig turns the operator on; otherwise PIPEORCH_K8S_* decide (off by default)."""
+    if args.kubeconfig is None and args.watch_namespace is None:
+        return None
+    return KubernetesSettings(
+        **_given(enabled=True, kubeconfig=args.kubeconfig, namespace=args.watch_namespace)
     )
 
 
@@ -282,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with_store=not args.no_store,
                 regions_file=args.regions,
                 gateway=not args.no_gateway,
+                kubeconfig=args.kubeconfig,
             )
         elif args.command == "cluster":
             return _show_cluster(args.control_plane)

@@ -41,6 +41,16 @@ async def serve(settings: ControlPlaneSettings) -> None:
     topology = Topology.from_matrix(settings.latency_ms, settings.bandwidth_mbps)
     control = ControlPlane(node, feed, settings.task_lease, topology, settings.scheduler_tick)
     leases = LeaseKeeper(node, feed, settings.scheduler_tick)
+    leader_only = [
+        asyncio.create_task(LivenessMonitor(node, metrics, settings.liveness_check_period).run())
+    ]
+    if settings.kubernetes.enabled:
+        # Imported only when enabled: kopf and the kubernetes client cost memory and start-up.
+        from pipeorch.k8s.leader import LeaderOperator
+
+        operator = LeaderOperator(settings.kubernetes, control, node.is_leader)
+        node.on_apply(operator.on_apply)
+        leader_only.append(asyncio.create_task(operator.supervise()))
 
     grpc_server = grpc.aio.server()
     add_services(grpc_server, control, metrics, settings.node_id)
@@ -61,9 +71,6 @@ async def serve(settings: ControlPlaneSettings) -> None:
             access_log=False,
         )
     )
-    liveness = asyncio.create_task(
-        LivenessMonitor(node, metrics, settings.liveness_check_period).run()
-    )
     scheduling = asyncio.create_task(leases.run())
     http_task = asyncio.create_task(http.serve())
     log.info(
@@ -78,10 +85,11 @@ async def serve(settings: ControlPlaneSettings) -> None:
 
     log.info("control plane %s stopping", settings.node_id)
     http.should_exit = True
-    liveness.cancel()
+    for task in leader_only:
+        task.cancel()
     scheduling.cancel()
     stop_wait.cancel()
     await grpc_server.stop(grace=1.0)
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(http_task, liveness, scheduling, return_exceptions=True)
+        await asyncio.gather(http_task, scheduling, *leader_only, return_exceptions=True)
     node.destroy()

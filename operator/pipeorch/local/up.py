@@ -173,6 +173,7 @@ def up(
     with_store: bool = True,
     regions_file: Path | None = None,
     gateway: bool = True,
+    kubeconfig: Path | None = None,
 ) -> int:
     """Start everything, optionally run a pipeline, and stay up until Ctrl-C (or
     ``duration`` seconds)."""
@@ -184,6 +185,7 @@ def up(
         gateway=gateway,
         with_store=with_store,
         code_path=code_path or _default_code_path(),
+        kubeconfig=kubeconfig,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,6 +206,11 @@ def up(
         if run is not None:
             code = run_pipeline(cluster, run, out)
         where_to_look(cluster, env_file, out)
+        if kubeconfig is not None:
+            out.write(
+                f"Kubernetes: the leader runs the operator; KUBECONFIG={kubeconfig} kubectl "
+                "apply -f examples/energy-pipeline.yaml; kubectl get tasks.pipeorch.dev\n"
+            )
         out.write("\nPress Ctrl-C to stop everything.\n")
         out.flush()
         stop.wait(duration)
