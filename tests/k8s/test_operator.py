@@ -14,6 +14,7 @@ import pytest
 
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.local.k8s import KwokCluster
+from pipeorch.local.up import workers_online
 
 from .conftest import ROOT, get_json, table
 
@@ -75,6 +76,7 @@ def operated(crds: KwokCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         cluster.start()
         for region in ("aws", "gcp", "azure"):
             cluster.add_worker(region, worker_id=f"{region}-w1", heartbeat=0.3, slots=2)
+        wait_until(lambda: workers_online(cluster, 3), 30, what="workers online")
         yield Operated(crds, cluster, namespace)
     cluster.stop()
     crds.kubectl("delete", "namespace", namespace, "--wait=false")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import grpc
 import uvicorn
@@ -34,7 +35,14 @@ async def serve(settings: ControlPlaneSettings) -> None:
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
 
     metrics = Metrics()
-    node = RaftNode(settings, observe_commit=metrics.observe_commit)
+    # Told of every Raft state change, on the Raft thread (the operator follows leadership).
+    state_listeners: list[Callable[[str], None]] = []
+
+    def state_changed(state: str) -> None:
+        for listener in state_listeners:
+            listener(state)
+
+    node = RaftNode(settings, observe_commit=metrics.observe_commit, on_state_change=state_changed)
     metrics.watch(node)
     feed = ChangeFeed(loop)
     node.on_apply(feed.notify_threadsafe)
@@ -50,6 +58,7 @@ async def serve(settings: ControlPlaneSettings) -> None:
 
         operator = LeaderOperator(settings.kubernetes, control, node.is_leader)
         node.on_apply(operator.on_apply)
+        state_listeners.append(lambda _state: operator.wake_threadsafe())
         leader_only.append(asyncio.create_task(operator.supervise()))
 
     grpc_server = grpc.aio.server()

@@ -124,11 +124,13 @@ class Kube:
         )  # fmt: skip
         return result
 
-    async def list_custom(self, plural: str, namespace: str) -> list[Manifest]:
+    async def list_custom(
+        self, plural: str, namespace: str, label_selector: str = ""
+    ) -> list[Manifest]:
         result = await self._call(
             f"list {plural}",
             self._custom.list_namespaced_custom_object,
-            GROUP, VERSION, namespace, plural,
+            GROUP, VERSION, namespace, plural, label_selector=label_selector,
         )  # fmt: skip
         items: list[Manifest] = result["items"]
         return items

@@ -48,6 +48,9 @@ class LeaderOperator:
         self.is_leader = is_leader
         # Credentials are loaded once, at start-up: a bad kubeconfig fails the process there.
         self.login = load_configuration(settings.kubeconfig)
+        # Made once, here: the client's first ApiClient loads all its models (over a second),
+        # which a new leader must not spend on its way to taking over.
+        self.kube = Kube(self.login)
         self.pod = m.WorkerPodSettings(
             image=settings.worker_image,
             control_plane=settings.control_plane_service,
@@ -65,6 +68,10 @@ class LeaderOperator:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def wake_threadsafe(self) -> None:
+        """Raft thread, on a state change: leadership may have moved, look now."""
+        self._loop.call_soon_threadsafe(self._wake.set)
 
     def on_apply(self) -> None:
         """Raft thread, after every applied batch: wake the mirror of the running operator,
@@ -88,6 +95,7 @@ class LeaderOperator:
                 self._wake.clear()
         finally:
             await asyncio.to_thread(self.stop)
+            self.kube.close()
 
     def start(self) -> None:
         self.runs += 1
@@ -118,7 +126,7 @@ class LeaderOperator:
             log.exception("operator run ended with an error")
 
     async def _main(self, stop: threading.Event) -> None:
-        kube = Kube(self.login)
+        kube = self.kube
         mirror = Mirror(self.control, kube, self.settings.mirror_period, self.is_leader)
         self._mirror = mirror
         ctx = Context(self.control, kube, mirror, self.pod, self.login)
@@ -140,4 +148,3 @@ class LeaderOperator:
             mirroring.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await mirroring
-            kube.close()

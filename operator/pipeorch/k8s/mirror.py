@@ -61,8 +61,12 @@ class Mirror:
 
     # ---- what to mirror ----------------------------------------------------------------------
 
-    def track(self, ref: Ref) -> None:
+    def track(self, ref: Ref, revision: int | None = None) -> None:
+        """Mirror ``ref`` from now on; ``revision``: the one its status already shows (the
+        Tasks are written before the Pipeline, so theirs are at least as new)."""
         self.pipelines[ref.uid] = ref
+        if revision is not None:
+            self._revisions.setdefault(ref.uid, revision)
         self.notify()
 
     def forget(self, uid: str) -> Ref | None:
@@ -117,13 +121,6 @@ class Mirror:
             return  # submitted by the handler in a moment, or refused: the handler says
         if view.run.submission_key != ref.uid or self._revisions.get(ref.uid) == view.run.revision:
             return
-        try:
-            await self._write("pipelines", "Pipeline", ref, m.pipeline_status(view.run, view.tasks))
-        except KubernetesError as e:
-            if e.status != 404:
-                raise
-            await self._gone(ref)
-            return
         writes = [
             self._write(
                 "tasks",
@@ -136,11 +133,31 @@ class Mirror:
         results = await asyncio.gather(*writes, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            # A Task the handler has not created yet (404) or a refused patch: look again.
+            # A Task not created yet, a refused patch, or the Pipeline (and so its Tasks) gone.
             log.debug("status mirror: %d task patches failed: %s", len(failed), failed[0])
+            if not await self._exists(ref):
+                await self._gone(ref)
+                return
             self._loop.call_later(RETRY_SECONDS, self._wake.set)
             return
+        # The Pipeline last: its status.revision then says every Task is mirrored up to it.
+        try:
+            await self._write("pipelines", "Pipeline", ref, m.pipeline_status(view.run, view.tasks))
+        except KubernetesError as e:
+            if e.status != 404:
+                raise
+            await self._gone(ref)
+            return
         self._revisions[ref.uid] = view.run.revision
+
+    async def _exists(self, ref: Ref) -> bool:
+        try:
+            body = await self.kube.get_custom("pipelines", ref.namespace, ref.name)
+        except KubernetesError as e:
+            if e.status == 404:
+                return False
+            raise
+        return bool(body["metadata"].get("uid") == ref.uid)
 
     async def _gone(self, ref: Ref) -> None:
         """The Pipeline was deleted: its run is cancelled (its Tasks go by garbage collection)."""

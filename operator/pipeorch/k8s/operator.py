@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from pipeorch.controlplane.service import ControlPlane
 from pipeorch.core.regions import CloudRegionSpec
 from pipeorch.core.spec import InvalidPipeline, Pipeline
-from pipeorch.errors import Conflict, KubernetesError, Unavailable
+from pipeorch.errors import Conflict, KubernetesError, NotFound, Unavailable
 from pipeorch.k8s import manifests as m
 from pipeorch.k8s.api import Kube, connection_info
 from pipeorch.k8s.mirror import Mirror, Ref, RegionRef, cancel_run
@@ -62,22 +62,28 @@ async def submit_pipeline(ctx: Context, body: kopf.Body, patch: kopf.Patch) -> N
         "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
         "spec": dict(body["spec"]),
     }
+    if not _submitted(ctx.control, ref):
+        try:
+            await ctx.control.submit(json.dumps(manifest), key=ref.uid)
+        except InvalidPipeline as e:
+            await _refuse(ctx, ref, patch, "Invalid", "Invalid", str(e))
+            return
+        except Conflict as e:
+            await _refuse(ctx, ref, patch, "Pending", "Conflict", str(e))
+            return
+    # Mirrored from now on; the revision already in status spares a resumed pipeline's writes.
+    ctx.mirror.track(ref, (body.get("status") or {}).get("revision"))
+    steps = [s.name for s in Pipeline.model_validate(manifest).spec.steps]
+    await _create_tasks(ctx, m.Owner("Pipeline", ref.name, ref.uid), ref.namespace, steps)
+
+
+def _submitted(control: ControlPlane, ref: Ref) -> bool:
+    """Already in the replicated state from this very object (a resumed pipeline): a new
+    leader resuming every pipeline then writes nothing to Raft."""
     try:
-        await ctx.control.submit(json.dumps(manifest), key=ref.uid)
-    except InvalidPipeline as e:
-        await _refuse(ctx, ref, patch, "Invalid", "Invalid", str(e))
-        return
-    except Conflict as e:
-        await _refuse(ctx, ref, patch, "Pending", "Conflict", str(e))
-        return
-    except Unavailable as e:
-        raise kopf.TemporaryError(str(e), delay=UNAVAILABLE_RETRY) from e
-    pipeline = Pipeline.model_validate(manifest)
-    owner = m.Owner("Pipeline", ref.name, ref.uid)
-    await asyncio.gather(
-        *(_create_task(ctx, owner, ref.namespace, s.name) for s in pipeline.spec.steps)
-    )
-    ctx.mirror.track(ref)
+        return control.get(ref.name).run.submission_key == ref.uid
+    except NotFound:
+        return False
 
 
 async def _refuse(
@@ -88,17 +94,29 @@ async def _refuse(
     await ctx.kube.event(involved, "Pipeline", reason, message)
 
 
-async def _create_task(ctx: Context, owner: m.Owner, namespace: str, step: str) -> None:
-    body = m.task_manifest(owner, namespace, step)
-    if await ctx.kube.create_custom("tasks", body):
-        return
-    existing = await ctx.kube.get_custom("tasks", namespace, body["metadata"]["name"])
-    if existing["spec"].get("taskId") != body["spec"]["taskId"]:
-        # `a-b` + step `c` and `a` + step `b-c` share a name: say so rather than adopt.
-        raise kopf.PermanentError(
-            f"Task {body['metadata']['name']} already exists for "
-            f"{existing['spec'].get('taskId')}: rename the pipeline or the step"
-        )
+async def _create_tasks(ctx: Context, owner: m.Owner, namespace: str, steps: list[str]) -> None:
+    """The Tasks not there yet (one list, not a 409 per step, when a new leader resumes)."""
+    selector = f"{m.PIPELINE_LABEL}={owner.name}"
+    present = {
+        t["metadata"]["name"]: t
+        for t in await ctx.kube.list_custom("tasks", namespace, label_selector=selector)
+    }
+    wanted = [m.task_manifest(owner, namespace, step) for step in steps]
+    missing = [body for body in wanted if body["metadata"]["name"] not in present]
+    created = await asyncio.gather(*(ctx.kube.create_custom("tasks", b) for b in missing))
+    for body, new in zip(missing, created, strict=True):
+        if not new:  # created meanwhile, or another object holds the name: check below
+            present[body["metadata"]["name"]] = await ctx.kube.get_custom(
+                "tasks", namespace, body["metadata"]["name"]
+            )
+    for body in wanted:
+        existing = present.get(body["metadata"]["name"])
+        if existing is not None and existing["spec"].get("taskId") != body["spec"]["taskId"]:
+            # `a-b` + step `c` and `a` + step `b-c` share a name: say so rather than adopt.
+            raise kopf.PermanentError(
+                f"Task {body['metadata']['name']} already exists for "
+                f"{existing['spec'].get('taskId')}: rename the pipeline or the step"
+            )
 
 
 async def pipeline_deleted(ctx: Context, body: kopf.Body) -> None:
@@ -177,6 +195,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = 4
 
 
+def _deleted(event: kopf.RawEvent, **_: Any) -> bool:
+    # Only deletions reach the event handlers (kopf logs every handled event otherwise).
+    return event["type"] == "DELETED"
+
+
 def registry() -> kopf.OperatorRegistry:
     """A fresh registry per operator run (no module-level state shared between runs)."""
     reg = kopf.OperatorRegistry()
@@ -191,30 +214,25 @@ def registry() -> kopf.OperatorRegistry:
     def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
         return connection_info(_ctx(memo).login)
 
-    @kopf.on.resume(*pipelines, registry=reg)
-    @kopf.on.create(*pipelines, registry=reg)
+    # Stable handler ids: kopf keys its progress annotations by them.
+    @kopf.on.resume(*pipelines, id="pipeline-resumed", registry=reg)
+    @kopf.on.create(*pipelines, id="pipeline-created", registry=reg)
     async def _pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         await _handled(submit_pipeline(_ctx(memo), body, patch))
 
-    @kopf.on.event(*pipelines, registry=reg)
-    async def _pipeline_event(
-        event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> None:
-        if event["type"] == "DELETED":
-            await _handled(pipeline_deleted(_ctx(memo), body))
+    @kopf.on.event(*pipelines, id="pipeline-gone", when=_deleted, registry=reg)
+    async def _pipeline_gone(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await _handled(pipeline_deleted(_ctx(memo), body))
 
-    @kopf.on.resume(*regions, registry=reg)
-    @kopf.on.create(*regions, registry=reg)
-    @kopf.on.update(*regions, registry=reg)
+    @kopf.on.resume(*regions, id="region-resumed", registry=reg)
+    @kopf.on.create(*regions, id="region-created", registry=reg)
+    @kopf.on.update(*regions, id="region-updated", registry=reg)
     async def _region(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         await _handled(reconcile_region(_ctx(memo), body, patch))
 
-    @kopf.on.event(*regions, registry=reg)
-    async def _region_event(
-        event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> None:
-        if event["type"] == "DELETED":
-            await _handled(region_deleted(_ctx(memo), body))
+    @kopf.on.event(*regions, id="region-gone", when=_deleted, registry=reg)
+    async def _region_gone(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await _handled(region_deleted(_ctx(memo), body))
 
     return reg
 
