@@ -21,7 +21,7 @@ from pipeorch.k8s.api import Kube
 
 log = logging.getLogger(__name__)
 #: After a failed patch, look again this soon rather than at the next change.
-RETRY_SECONDS = 0.5
+RETRY_SECONDS = 0.2
 
 
 @dataclass(frozen=True)

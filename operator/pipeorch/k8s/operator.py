@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from pipeorch.controlplane.service import ControlPlane
 from pipeorch.core.regions import CloudRegionSpec
-from pipeorch.core.spec import InvalidPipeline, Pipeline
+from pipeorch.core.spec import InvalidPipeline
 from pipeorch.errors import Conflict, KubernetesError, NotFound, Unavailable
 from pipeorch.k8s import manifests as m
 from pipeorch.k8s.api import Kube, connection_info
@@ -71,10 +71,12 @@ async def submit_pipeline(ctx: Context, body: kopf.Body, patch: kopf.Patch) -> N
         except Conflict as e:
             await _refuse(ctx, ref, patch, "Pending", "Conflict", str(e))
             return
-    # Mirrored from now on; the revision already in status spares a resumed pipeline's writes.
-    ctx.mirror.track(ref, (body.get("status") or {}).get("revision"))
-    steps = [s.name for s in Pipeline.model_validate(manifest).spec.steps]
+    # The steps of the run as submitted (the object's spec may have been edited since).
+    steps = ctx.control.get(ref.name).run.steps
     await _create_tasks(ctx, m.Owner("Pipeline", ref.name, ref.uid), ref.namespace, steps)
+    # Mirrored once its Tasks exist (before, every patch would miss); the revision its status
+    # already shows spares a resumed pipeline's writes.
+    ctx.mirror.track(ref, (body.get("status") or {}).get("revision"))
 
 
 def _submitted(control: ControlPlane, ref: Ref) -> bool:
