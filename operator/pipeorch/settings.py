@@ -165,6 +165,7 @@ class KubernetesSettings(BaseSettings):
         description="Secret with the worker pods' store credentials (keys accessKey and "
         "secretKey).",
     )
+    store_bucket: str = Field("pipeorch", description="The worker pods' artifact bucket.")
     mirror_period: float = Field(
         1.0,
         gt=0,

@@ -41,7 +41,6 @@ class LeaderOperator:
         settings: KubernetesSettings,
         control: ControlPlane,
         is_leader: Callable[[], bool],
-        store_bucket: str = "pipeorch",
     ) -> None:
         self.settings = settings
         self.control = control
@@ -56,7 +55,7 @@ class LeaderOperator:
             control_plane=settings.control_plane_service,
             store_endpoint=settings.store_endpoint,
             store_secret=settings.store_secret,
-            store_bucket=store_bucket,
+            store_bucket=settings.store_bucket,
         )
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
