@@ -25,6 +25,8 @@ from pipeorch.k8s.manifests import API_VERSION, GROUP, LATENCY_CONFIGMAP, Manife
 
 T = TypeVar("T")
 VERSION = API_VERSION.split("/")[1]
+#: Event reasons (phases, refusals) that `kubectl get events` should show as warnings.
+WARNINGS = frozenset({"Failed", "Invalid", "Cancelled", "Skipped", "Conflict"})
 #: Who the API server records as the writer of what the operator writes.
 FIELD_MANAGER = "pipeorch-operator"
 
@@ -207,7 +209,7 @@ class Kube:
             },
             "reason": reason,
             "message": message[:1024],
-            "type": "Warning" if reason in {"Failed", "Invalid", "Cancelled"} else "Normal",
+            "type": "Warning" if reason in WARNINGS else "Normal",
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

@@ -58,6 +58,8 @@ class LeaderOperator:
             store_bucket=settings.store_bucket,
         )
         self._thread: threading.Thread | None = None
+        #: Runs told to stop that had not stopped within STOP_TIMEOUT.
+        self._stopping: list[threading.Thread] = []
         self._stop: threading.Event | None = None
         self._mirror: Mirror | None = None
         self._wake = asyncio.Event()
@@ -85,7 +87,7 @@ class LeaderOperator:
         try:
             while True:
                 leading = self.is_leader()
-                if leading and not self.running:
+                if leading and not self.running and not self._lingering():
                     self.start()
                 elif not leading and self._thread is not None:
                     await asyncio.to_thread(self.stop)
@@ -113,10 +115,17 @@ class LeaderOperator:
         stop.set()
         thread.join(STOP_TIMEOUT)
         if thread.is_alive():
+            # It stops at its next look at the flag (kopf may be inside its first listing).
+            # Until then no new run starts here: two operators in one process would both act.
             log.warning("operator did not stop within %.0fs; going on without it", STOP_TIMEOUT)
+            self._stopping.append(thread)
         else:
             log.info("operator stopped in %.2fs", time.monotonic() - started)
         self._thread = self._stop = None
+
+    def _lingering(self) -> bool:
+        self._stopping = [t for t in self._stopping if t.is_alive()]
+        return bool(self._stopping)
 
     def _run(self, stop: threading.Event) -> None:
         try:
