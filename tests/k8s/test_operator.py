@@ -214,8 +214,19 @@ def test_the_operator_follows_the_raft_leader(operated: Operated) -> None:
 def test_a_restarted_control_plane_readopts_everything(operated: Operated) -> None:
     cluster = operated.cluster
     before = {t["metadata"]["name"]: t["metadata"]["uid"] for t in operated.tasks("energy-report")}
-    for node_id in cluster.replicas:
-        cluster.replicas[node_id].kill()
+    operated.apply(sleepy("orphan", steps=3, seconds=2))
+    wait_until(
+        lambda: any(
+            t.get("status", {}).get("phase") == "Running" for t in operated.tasks("orphan")
+        ),
+        60,
+        interval=0.1,
+        what="a task of orphan running",
+    )
+    for replica in cluster.replicas.values():
+        replica.kill()
+    # Deleted while no operator runs: no event will ever tell of it.
+    operated.kubectl("delete", "pipeline", "orphan", "--wait=false")
     for replica in cluster.replicas.values():
         replica.start()
     cluster.wait_for_leader()
@@ -224,6 +235,8 @@ def test_a_restarted_control_plane_readopts_everything(operated: Operated) -> No
     after = {t["metadata"]["name"]: t["metadata"]["uid"] for t in operated.tasks("energy-report")}
     assert after == before, "the same Task objects, none added"
     assert operated.phase("pipeline", "energy-report") == "Succeeded"
-    assert len(operated.get("tasks.pipeorch.dev")["items"]) == len(
-        {t["metadata"]["name"] for t in operated.get("tasks.pipeorch.dev")["items"]}
+    names = [t["metadata"]["name"] for t in operated.get("tasks.pipeorch.dev")["items"]]
+    assert len(names) == len(set(names))
+    wait_until(
+        lambda: operated.run("orphan")["phase"] == "Cancelled", 30, what="orphan's run cancelled"
     )

@@ -137,6 +137,21 @@ class Kube:
         items: list[Manifest] = result["items"]
         return items
 
+    async def list_pipelines(self, namespace: str | None) -> list[Manifest]:
+        """Every Pipeline in ``namespace``, or in all namespaces (a quorum read)."""
+        if namespace is None:
+            result = await self._call(
+                "list pipelines",
+                self._custom.list_cluster_custom_object, GROUP, VERSION, "pipelines",
+            )  # fmt: skip
+        else:
+            result = await self._call(
+                "list pipelines",
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "pipelines",
+            )  # fmt: skip
+        items: list[Manifest] = result["items"]
+        return items
+
     async def patch_status(self, plural: str, namespace: str, name: str, status: Manifest) -> None:
         """Merge-patch the status subresource (a list such as conditions is replaced whole)."""
         await self._call(

@@ -135,7 +135,13 @@ class LeaderOperator:
 
     async def _main(self, stop: threading.Event) -> None:
         kube = self.kube
-        mirror = Mirror(self.control, kube, self.settings.mirror_period, self.is_leader)
+        mirror = Mirror(
+            self.control,
+            kube,
+            self.settings.mirror_period,
+            self.is_leader,
+            namespace=self.settings.namespace,
+        )
         self._mirror = mirror
         ctx = Context(self.control, kube, mirror, self.pod, self.login)
         mirroring = asyncio.create_task(mirror.run())

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeorch.controlplane.service import ControlPlane
+from pipeorch.core.runs import RunPhase
 from pipeorch.errors import KubernetesError, NotFound, PipeorchError
 from pipeorch.k8s import manifests as m
 from pipeorch.k8s.api import Kube
@@ -22,6 +25,12 @@ from pipeorch.k8s.api import Kube
 log = logging.getLogger(__name__)
 #: After a failed patch, look again this soon rather than at the next change.
 RETRY_SECONDS = 0.2
+#: How often running runs are checked against the Pipelines that still exist (the first time
+#: at the start of each operator run).
+SWEEP_SECONDS = 30.0
+#: A Kubernetes uid: the submission key of a run the operator (or a manifest from the API
+#: server) submitted. Runs with other keys are the CLI's and never swept.
+UID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -44,12 +53,15 @@ class Mirror:
         kube: Kube,
         period: float,
         is_leader: Callable[[], bool],
+        namespace: str | None = None,
         on_status: Callable[[str, str], None] = lambda plural, name: None,
     ) -> None:
         self.control = control
         self.kube = kube
         self.period = period
         self.is_leader = is_leader
+        self.namespace = namespace
+        self._swept = 0.0
         #: Called after each status patch (the benchmark times them).
         self.on_status = on_status
         self.pipelines: dict[str, Ref] = {}  # by uid
@@ -99,6 +111,9 @@ class Mirror:
                 continue  # the supervisor is stopping us; write nothing meanwhile
             try:
                 await self.sync()
+                if time.monotonic() - self._swept >= SWEEP_SECONDS:
+                    await self.sweep()
+                    self._swept = time.monotonic()
             except PipeorchError as e:
                 log.warning("status mirror: %s", e)
                 self._loop.call_later(RETRY_SECONDS, self._wake.set)
@@ -113,6 +128,24 @@ class Mirror:
                     online.get(region.name, 0), region.wanted, region.generation
                 )
                 await self._write("cloudregions", "CloudRegion", region, status)
+
+    async def sweep(self) -> None:
+        """Cancel the runs of Pipelines deleted while no operator watched (no event told).
+
+        The runs are read before the Pipelines are listed: a run seen here was submitted from a
+        Pipeline created before the list, so the list has it unless it was deleted."""
+        running = {
+            view.run.name: view.run.submission_key
+            for view in self.control.list_runs()
+            if view.run.phase is RunPhase.RUNNING and UID.match(view.run.submission_key)
+        }
+        if not running:
+            return
+        present = {p["metadata"]["uid"] for p in await self.kube.list_pipelines(self.namespace)}
+        for name, uid in running.items():
+            if uid not in present:
+                self.forget(uid)
+                await cancel_run(self.control, Ref(self.namespace or "", name, uid))
 
     async def _sync_pipeline(self, ref: Ref) -> None:
         try:
