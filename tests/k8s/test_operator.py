@@ -164,6 +164,26 @@ def test_a_deleted_pipeline_takes_its_tasks_and_work_with_it(operated: Operated)
     wait_until(lambda: operated.run("doomed")["phase"] == "Cancelled", 30, what="doomed cancelled")
 
 
+def test_a_pipeline_deleted_and_applied_again_runs_again(operated: Operated) -> None:
+    manifest = sleepy("again", steps=2, seconds=0.2)
+    operated.apply(manifest)
+    operated.wait_phase("pipeline", "again", {"Succeeded"})
+    first = operated.get("pipeline", "again")["metadata"]["uid"]
+    operated.kubectl("delete", "pipeline", "again", "--wait=false")
+    operated.apply(manifest)  # at once: the old Tasks may still be awaiting collection
+    second = operated.get("pipeline", "again")["metadata"]["uid"]
+    assert second != first
+    operated.wait_phase("pipeline", "again", {"Succeeded"})
+    assert operated.run("again")["submissionKey"] == second
+
+    def owned_by_second() -> bool:
+        tasks = operated.tasks("again")
+        owners = {t["metadata"]["ownerReferences"][0]["uid"] for t in tasks}
+        return len(tasks) == 2 and owners == {second}
+
+    wait_until(owned_by_second, 60, what="again's Tasks owned by the new Pipeline")
+
+
 def test_a_cloudregion_gets_workers_on_its_nodes_and_the_latency_map(operated: Operated) -> None:
     operated.apply((EXAMPLES / "regions.yaml").read_text())
 

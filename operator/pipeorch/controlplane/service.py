@@ -109,11 +109,15 @@ class ControlPlane:
 
     # ---- pipelines ------------------------------------------------------------------------
 
-    async def submit(self, manifest: str | bytes, key: str = "") -> tuple[RunView, bool]:
-        """Validate and submit; the same name twice runs once. A different key is a conflict."""
+    async def submit(
+        self, manifest: str | bytes, key: str = "", replace: bool = False
+    ) -> tuple[RunView, bool]:
+        """Validate and submit; the same name twice runs once. A different key is a conflict,
+        unless ``replace`` and that run has finished: then this submission replaces it."""
         pipeline = parse_pipeline(manifest)
         key = key or pipeline.metadata.uid or ""
-        cmd = core.submit_pipeline_cmd(pipeline.name, key, spec_json(pipeline), time.time())
+        build = core.replace_pipeline_cmd if replace else core.submit_pipeline_cmd
+        cmd = build(pipeline.name, key, spec_json(pipeline), time.time())
         run, created = await self.node.awrite(cmd)
         if not created and key and run.submission_key and run.submission_key != key:
             raise Conflict(

@@ -216,11 +216,11 @@ class Mirror:
 
 
 async def cancel_run(control: ControlPlane, ref: Ref) -> None:
-    """Cancel the run of a deleted Pipeline, if it is still that Pipeline's (same uid)."""
+    """Cancel the run of a deleted Pipeline, if it is that Pipeline's (same uid) and runs."""
     try:
         view = control.get(ref.name)
     except NotFound:
         return
-    if view.run.submission_key == ref.uid:
+    if view.run.submission_key == ref.uid and view.run.phase is RunPhase.RUNNING:
         await control.cancel(ref.name)
         log.info("pipeline %s/%s deleted: its run is cancelled", ref.namespace, ref.name)

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 VERSION = m.API_VERSION.split("/")[1]
 #: A write that found no Raft quorum is retried this soon.
 UNAVAILABLE_RETRY = 1.0
+#: A name held by another Pipeline's running run is tried again this often.
+CONFLICT_RETRY = 5.0
+#: Tasks of a deleted Pipeline of the same name: look again this soon.
+GC_RETRY = 2.0
 
 
 @dataclass
@@ -64,13 +68,16 @@ async def submit_pipeline(ctx: Context, body: kopf.Body, patch: kopf.Patch) -> N
     }
     if not _submitted(ctx.control, ref):
         try:
-            await ctx.control.submit(json.dumps(manifest), key=ref.uid)
+            # replace: a finished run of a deleted Pipeline of this name makes way for this one.
+            await ctx.control.submit(json.dumps(manifest), key=ref.uid, replace=True)
         except InvalidPipeline as e:
-            await _refuse(ctx, ref, patch, "Invalid", "Invalid", str(e))
+            await _refuse(ctx, ref, body, patch, "Invalid", str(e))
             return
         except Conflict as e:
-            await _refuse(ctx, ref, patch, "Pending", "Conflict", str(e))
-            return
+            # Still running for another object (here or in another namespace): look again
+            # later, as a deleted Pipeline's run is cancelled soon.
+            await _refuse(ctx, ref, body, patch, "Conflict", str(e), phase="Pending")
+            raise kopf.TemporaryError(str(e), delay=CONFLICT_RETRY) from e
     # The steps of the run as submitted (the object's spec may have been edited since).
     steps = ctx.control.get(ref.name).run.steps
     await _create_tasks(ctx, m.Owner("Pipeline", ref.name, ref.uid), ref.namespace, steps)
@@ -89,8 +96,17 @@ def _submitted(control: ControlPlane, ref: Ref) -> bool:
 
 
 async def _refuse(
-    ctx: Context, ref: Ref, patch: kopf.Patch, phase: str, reason: str, message: str
+    ctx: Context,
+    ref: Ref,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    reason: str,
+    message: str,
+    phase: str = "Invalid",
 ) -> None:
+    """Say why in status and in an Event, once (a retried refusal repeats neither)."""
+    if (body.get("status") or {}).get("message") == message:
+        return
     patch.status.update(m.refused_status(phase, reason, message, time.time()))
     involved = {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid}
     await ctx.kube.event(involved, "Pipeline", reason, message)
@@ -112,12 +128,22 @@ async def _create_tasks(ctx: Context, owner: m.Owner, namespace: str, steps: lis
                 "tasks", namespace, body["metadata"]["name"]
             )
     for body in wanted:
-        existing = present.get(body["metadata"]["name"])
-        if existing is not None and existing["spec"].get("taskId") != body["spec"]["taskId"]:
+        name = body["metadata"]["name"]
+        existing = present.get(name)
+        if existing is None:
+            continue
+        if existing["spec"].get("taskId") != body["spec"]["taskId"]:
             # `a-b` + step `c` and `a` + step `b-c` share a name: say so rather than adopt.
             raise kopf.PermanentError(
-                f"Task {body['metadata']['name']} already exists for "
-                f"{existing['spec'].get('taskId')}: rename the pipeline or the step"
+                f"Task {name} already exists for {existing['spec'].get('taskId')}: "
+                "rename the pipeline or the step"
+            )
+        owners = {o.get("uid") for o in existing["metadata"].get("ownerReferences", [])}
+        if owner.uid not in owners:
+            # A deleted Pipeline's Task that garbage collection has not removed yet.
+            raise kopf.TemporaryError(
+                f"Task {name} of a deleted Pipeline {owner.name} is still being collected",
+                delay=GC_RETRY,
             )
 
 
