@@ -199,6 +199,15 @@ def test_a_cloudregion_gets_workers_on_its_nodes_and_the_latency_map(operated: O
     latency = json.loads(operated.get("configmap", "pipeorch-latency")["data"]["latency.json"])
     rtts = {(link["a"], link["b"]): link["rttMs"] for link in latency["links"]}
     assert rtts == {("aws", "gcp"): 50, ("aws", "azure"): 75, ("azure", "gcp"): 125}
+    # An edited CloudRegion edits its Deployment.
+    operated.kubectl(
+        "patch", "cloudregion", "azure", "--type=merge", "-p", '{"spec":{"workers":{"replicas":3}}}'
+    )
+    wait_until(
+        lambda: operated.get("deployment", "pipeorch-worker-azure")["spec"]["replicas"] == 3,
+        30,
+        what="azure's Deployment scaled to 3",
+    )
     # readyWorkers counts the workers registered online in the region (one local process).
     wait_until(
         lambda: operated.get("cloudregion", "gcp").get("status", {}).get("readyWorkers") == 1,
