@@ -27,6 +27,8 @@ T = TypeVar("T")
 VERSION = API_VERSION.split("/")[1]
 #: Event reasons (phases, refusals) that `kubectl get events` should show as warnings.
 WARNINGS = frozenset({"Failed", "Invalid", "Cancelled", "Skipped", "Conflict"})
+#: (connect, read) seconds of every call.
+REQUEST_TIMEOUT = (5.0, 30.0)
 #: Who the API server records as the writer of what the operator writes.
 FIELD_MANAGER = "pipeorch-operator"
 
@@ -98,6 +100,8 @@ class Kube:
         self._api.close()
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # Bounded: a call hanging on a dead API server would also hang the operator's stop.
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         bound = functools.partial(fn, *args, **kwargs)
         return await asyncio.to_thread(_translate, bound, what)
 
