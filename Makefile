@@ -99,6 +99,14 @@ k8s-up: sync ## Start a Kubernetes control plane on loopback (KWOK nodes in aws,
 k8s-down: sync ## Stop the cluster of `make k8s-up` (no process or port left)
 	@$(RUN) python -m pipeorch.local.k8s down
 
+.PHONY: k8s-demo
+k8s-demo: sync ## The cluster of k8s-up, then local up with its kubeconfig: kubectl apply Pipelines, kubectl get tasks.pipeorch.dev
+	@bash tools/build.sh $(RUNTIME_TOOLS) $(K8S_TOOLS) >&2
+	@$(RUN) python -m pipeorch.local.k8s up >&2
+	@"$${PIPEORCH_TOOLS_DIR:-$$HOME/.cache/pipeorch-tools}/bin/current/kubectl" \
+		--kubeconfig .pipeorch/k8s/kubeconfig apply -f examples/regions.yaml
+	$(RUN) pipeorch local up --kubeconfig .pipeorch/k8s/kubeconfig
+
 .PHONY: bench
 bench: sync ## Benchmarks (Raft, pipelines, Celery/Dask/Ray in their own envs, the regions through the gateway): results in bench/results/
 	@bash tools/build.sh $(RUNTIME_TOOLS)
@@ -106,6 +114,11 @@ bench: sync ## Benchmarks (Raft, pipelines, Celery/Dask/Ray in their own envs, t
 	$(RUN) python -m bench.peers
 	$(RUN) python -m bench.pipeline_bench
 	$(RUN) python -m bench.local_bench
+
+.PHONY: bench-k8s
+bench-k8s: sync ## The operator against a real API server (about a minute; not part of bench): bench/results/k8s.json
+	@bash tools/build.sh minio $(K8S_TOOLS) >&2
+	$(RUN) python -m bench.k8s_bench
 
 TOOLS ?=
 

@@ -15,7 +15,12 @@ from pydantic import ValidationError
 from pipeorch import __version__, logs
 from pipeorch.errors import ConfigError, InvalidInput, PipeorchError
 from pipeorch.local import commands as local_commands
-from pipeorch.settings import ControlPlaneSettings, RaftTiming, WorkerSettings
+from pipeorch.settings import (
+    ControlPlaneSettings,
+    KubernetesSettings,
+    RaftTiming,
+    WorkerSettings,
+)
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
@@ -61,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--raft-min-timeout", type=float, help="election timeout floor, seconds")
     cp.add_argument("--raft-max-timeout", type=float, help="election timeout ceiling, seconds")
     cp.add_argument("--raft-heartbeat", type=float, help="leader heartbeat period, seconds")
+    cp.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="run the Kubernetes operator (on the Raft leader) against this cluster",
+    )
+    cp.add_argument("--watch-namespace", help="the operator's namespace (default: all)")
     cp.add_argument("--log-json", action="store_true", default=None)
     cp.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -172,7 +184,17 @@ def _controlplane_settings(args: argparse.Namespace) -> ControlPlaneSettings:
             log_json=args.log_json,
             log_level=args.log_level,
             raft=RaftTiming(**timing) if timing else None,
+            kubernetes=_kubernetes_settings(args),
         )
+    )
+
+
+def _kubernetes_settings(args: argparse.Namespace) -> KubernetesSettings | None:
+    """--kubeconfig turns the operator on; otherwise PIPEORCH_K8S_* decide (off by default)."""
+    if args.kubeconfig is None and args.watch_namespace is None:
+        return None
+    return KubernetesSettings(
+        **_given(enabled=True, kubeconfig=args.kubeconfig, namespace=args.watch_namespace)
     )
 
 

@@ -46,3 +46,13 @@ class ConfigError(PipeorchError):
 
 class GatewayError(PipeorchError):
     """The local latency gateway (toxiproxy) could not be started or refused a change."""
+
+
+class KubernetesError(PipeorchError):
+    """The Kubernetes API server refused a request or could not be reached.
+
+    ``status`` is the HTTP status when there was an answer (0 when there was none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

@@ -129,6 +129,51 @@ class RaftTiming(BaseSettings):
         return self
 
 
+class KubernetesSettings(BaseSettings):
+    """The operator: kopf on the Raft leader, turning the pipeorch.dev resources into replicated
+    state and mirroring that state back into their status. Off unless `enabled`."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPEORCH_K8S_", extra="forbid")
+
+    enabled: bool = Field(
+        False,
+        description="Run the operator on whichever replica leads the Raft group. Off, the "
+        "control plane never talks to Kubernetes (local mode without a cluster).",
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig to reach the API server with; unset: the pod's service "
+        "account inside a cluster, else $KUBECONFIG or ~/.kube/config.",
+    )
+    namespace: str | None = Field(
+        None,
+        description="Watch only this namespace (the chart's Role is namespaced); unset: all "
+        "namespaces (needs cluster-wide rights).",
+    )
+    worker_image: str = Field(
+        "pipeorch/worker:dev", description="Worker image when a CloudRegion names none."
+    )
+    control_plane_service: str = Field(
+        "pipeorch-control-plane:7100",
+        description="HOST:PORT at which a worker pod reaches the control plane's gRPC.",
+    )
+    store_endpoint: str = Field(
+        "pipeorch-minio:9000", description="HOST:PORT at which a worker pod reaches MinIO."
+    )
+    store_secret: str = Field(
+        "pipeorch-minio",
+        description="Secret with the worker pods' store credentials (keys accessKey and "
+        "secretKey).",
+    )
+    store_bucket: str = Field("pipeorch", description="The worker pods' artifact bucket.")
+    mirror_period: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait of the status mirror between two looks at the replicated "
+        "state; applied changes wake it sooner.",
+    )
+
+
 class ControlPlaneSettings(BaseSettings):
     """A control-plane replica: one Raft node, its gRPC server and its HTTP server."""
 
@@ -187,6 +232,9 @@ class ControlPlaneSettings(BaseSettings):
     )
     liveness_check_period: float = Field(
         0.25, gt=0, description="How often the leader looks for workers that missed heartbeats."
+    )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings, description="The operator (off by default)."
     )
     log_json: bool = Field(False, description="Log one JSON object per line.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")

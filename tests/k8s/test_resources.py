@@ -190,3 +190,13 @@ def test_cloud_region_defaults_and_columns(crds: KwokCluster, namespace: str) ->
     with pytest.raises(InvalidInput) as refused:
         crds.apply(region("azure", latencyMs={"AWS East": 40}), "-n", namespace)
     assert refused.value.field == "spec.latencyMs"
+
+
+def test_a_pipeline_spec_cannot_be_edited_once_submitted(crds: KwokCluster, namespace: str) -> None:
+    manifest = (ROOT / "examples" / "energy-pipeline.yaml").read_text()
+    crds.apply(manifest, "-n", namespace)
+    crds.apply(manifest, "-n", namespace)  # the same again changes nothing: accepted
+    with pytest.raises(InvalidInput) as refused:
+        crds.apply(manifest.replace("zscore: 4.0", "zscore: 3.0"), "-n", namespace)
+    assert refused.value.field == "spec"
+    assert "spec is immutable once submitted" in refused.value.problem

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import grpc
 import uvicorn
@@ -34,13 +35,31 @@ async def serve(settings: ControlPlaneSettings) -> None:
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
 
     metrics = Metrics()
-    node = RaftNode(settings, observe_commit=metrics.observe_commit)
+    # Told of every Raft state change, on the Raft thread (the operator follows leadership).
+    state_listeners: list[Callable[[str], None]] = []
+
+    def state_changed(state: str) -> None:
+        for listener in state_listeners:
+            listener(state)
+
+    node = RaftNode(settings, observe_commit=metrics.observe_commit, on_state_change=state_changed)
     metrics.watch(node)
     feed = ChangeFeed(loop)
     node.on_apply(feed.notify_threadsafe)
     topology = Topology.from_matrix(settings.latency_ms, settings.bandwidth_mbps)
     control = ControlPlane(node, feed, settings.task_lease, topology, settings.scheduler_tick)
     leases = LeaseKeeper(node, feed, settings.scheduler_tick)
+    leader_only = [
+        asyncio.create_task(LivenessMonitor(node, metrics, settings.liveness_check_period).run())
+    ]
+    if settings.kubernetes.enabled:
+        # Imported only when enabled: kopf and the kubernetes client cost memory and start-up.
+        from pipeorch.k8s.leader import LeaderOperator
+
+        operator = LeaderOperator(settings.kubernetes, control, node.is_leader)
+        node.on_apply(operator.on_apply)
+        state_listeners.append(lambda _state: operator.wake_threadsafe())
+        leader_only.append(asyncio.create_task(operator.supervise()))
 
     grpc_server = grpc.aio.server()
     add_services(grpc_server, control, metrics, settings.node_id)
@@ -61,9 +80,6 @@ async def serve(settings: ControlPlaneSettings) -> None:
             access_log=False,
         )
     )
-    liveness = asyncio.create_task(
-        LivenessMonitor(node, metrics, settings.liveness_check_period).run()
-    )
     scheduling = asyncio.create_task(leases.run())
     http_task = asyncio.create_task(http.serve())
     log.info(
@@ -78,10 +94,11 @@ async def serve(settings: ControlPlaneSettings) -> None:
 
     log.info("control plane %s stopping", settings.node_id)
     http.should_exit = True
-    liveness.cancel()
+    for task in leader_only:
+        task.cancel()
     scheduling.cancel()
     stop_wait.cancel()
     await grpc_server.stop(grace=1.0)
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(http_task, liveness, scheduling, return_exceptions=True)
+        await asyncio.gather(http_task, scheduling, *leader_only, return_exceptions=True)
     node.destroy()

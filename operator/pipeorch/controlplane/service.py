@@ -17,6 +17,7 @@ from pipeorch.core import state as core
 from pipeorch.core.placement import Topology, plan_for
 from pipeorch.core.runs import Artifact, Outcome, Run, RunPhase, Task, TaskPhase, task_id
 from pipeorch.core.spec import Step, parse_pipeline, spec_json
+from pipeorch.core.workers import WorkerStatus
 from pipeorch.errors import Conflict, NotFound
 from pipeorch.raft.node import RaftNode
 
@@ -108,11 +109,15 @@ class ControlPlane:
 
     # ---- pipelines ------------------------------------------------------------------------
 
-    async def submit(self, manifest: str | bytes, key: str = "") -> tuple[RunView, bool]:
-        """Validate and submit; the same name twice runs once. A different key is a conflict."""
+    async def submit(
+        self, manifest: str | bytes, key: str = "", replace: bool = False
+    ) -> tuple[RunView, bool]:
+        """Validate and submit; the same name twice runs once. A different key is a conflict,
+        unless ``replace`` and that run has finished: then this submission replaces it."""
         pipeline = parse_pipeline(manifest)
         key = key or pipeline.metadata.uid or ""
-        cmd = core.submit_pipeline_cmd(pipeline.name, key, spec_json(pipeline), time.time())
+        build = core.replace_pipeline_cmd if replace else core.submit_pipeline_cmd
+        cmd = build(pipeline.name, key, spec_json(pipeline), time.time())
         run, created = await self.node.awrite(cmd)
         if not created and key and run.submission_key and run.submission_key != key:
             raise Conflict(
@@ -167,6 +172,18 @@ class ControlPlane:
         return self.get(name)
 
     # ---- workers --------------------------------------------------------------------------
+
+    def online_workers(self) -> dict[str, int]:
+        """Workers registered and online, by region (a CloudRegion's readyWorkers)."""
+
+        def count(state: core.State) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for worker in state.workers.values():
+                if worker.status is WorkerStatus.ONLINE:
+                    out[worker.region] = out.get(worker.region, 0) + 1
+            return out
+
+        return self.node.read(count)
 
     async def acquire(self, worker_id: str, wait: float, count: int = 1) -> list[Work]:
         """Long-poll for up to ``count`` tasks for ``worker_id``: its share of the placement

@@ -286,6 +286,25 @@ class Runs:
             self._add(task)
         return run, True
 
+    def replace(self, name: str, key: str, spec_json: str, now: float) -> tuple[Run, bool]:
+        """Submit, replacing a finished run of that name from another submission: a Pipeline
+        object deleted and applied again runs again. A running one stays (False)."""
+        existing = self.runs.get(name)
+        if (
+            existing is not None
+            and existing.submission_key != key
+            and existing.phase is not RunPhase.RUNNING
+        ):
+            self._remove_run(name)
+        return self.submit(name, key, spec_json, now)
+
+    def _remove_run(self, name: str) -> None:
+        for task in self.tasks_of(name):
+            self.index.remove(task)
+            self.index.dependents.pop(task.task_id, None)
+            del self.tasks[task.task_id]
+        del self.runs[name]
+
     def cancel(self, name: str, now: float) -> Run | None:
         run = self.runs.get(name)
         if run is None:

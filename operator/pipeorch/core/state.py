@@ -167,6 +167,11 @@ def submit_pipeline_cmd(name: str, key: str, spec_json: str, now: float) -> Comm
     return ("pipeline.submit/1", (name, key, spec_json, now))
 
 
+def replace_pipeline_cmd(name: str, key: str, spec_json: str, now: float) -> Command:
+    """As submit, but a finished run of that name from another key is replaced."""
+    return ("pipeline.replace/1", (name, key, spec_json, now))
+
+
 def cancel_pipeline_cmd(name: str, now: float) -> Command:
     return ("pipeline.cancel/1", (name, now))
 
@@ -286,6 +291,10 @@ def _submit(state: State, args: tuple[Any, ...]) -> tuple[Run, bool]:
     return state.runs.submit(*args)
 
 
+def _replace(state: State, args: tuple[Any, ...]) -> tuple[Run, bool]:
+    return state.runs.replace(*args)
+
+
 def _cancel(state: State, args: tuple[Any, ...]) -> Run | Rejected:
     name, now = args
     run = state.runs.cancel(name, now)
@@ -363,6 +372,7 @@ _HANDLERS: dict[str, Callable[[State, tuple[Any, ...]], Any]] = {
     "worker.mark_offline/1": _mark_offline_v1,
     "worker.mark_offline/2": _mark_offline,
     "pipeline.submit/1": _submit,
+    "pipeline.replace/1": _replace,
     "pipeline.cancel/1": _cancel,
     "task.assign/1": _assign,
     "task.start/1": _start,

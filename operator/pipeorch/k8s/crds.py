@@ -118,7 +118,14 @@ PIPELINE = Kind(
                 "self.placement != 'pinned' || self.steps.all(s, has(s.region))",
                 "placement is `pinned`: every step must name its region",
                 ".placement",
-            )
+            ),
+            # The run in the replicated state is the spec as submitted: an edit would be
+            # accepted here and silently ignored there. Refused instead, with what to do.
+            rule(
+                "self == oldSelf",
+                "spec is immutable once submitted: delete the Pipeline and apply it again, "
+                "or apply it under a new name",
+            ),
         ),
         "spec.steps": list_map("name"),  # step names are unique
         "spec.steps[]": rules(

@@ -108,12 +108,15 @@ class LocalCluster(ReplicaViews):
         code_path: list[Path] | None = None,
         layout: Regions | None = None,
         gateway: bool = False,
+        kubeconfig: Path | None = None,
+        watch_namespace: str | None = None,
     ) -> None:
         """``regions``: each replica's region; ``store_region``: also run a MinIO server (in
         that region) and let workers run steps; ``code_path``: directories where steps' ``run:``
         callables are found; ``layout``: the CloudRegion set, whose round trips the replicas
         place steps by; ``gateway``: make cross-region traffic take the layout's round trips
-        through a LatencyGateway (with Raft timing fit for them)."""
+        through a LatencyGateway (with Raft timing fit for them); ``kubeconfig``: the
+        replicas run the operator (on the leader) against that cluster."""
         regions = regions or ["local"] * replicas
         if gateway and layout is None:
             raise ConfigError("a latency gateway needs a regions layout")
@@ -127,6 +130,8 @@ class LocalCluster(ReplicaViews):
         self.store = self._object_store(store_region) if store_region else None
         self.timing = timing or (self._gateway_timing() if self.gateway else LOOPBACK_TIMING)
         self.log_level = log_level
+        self.kubeconfig = kubeconfig.resolve() if kubeconfig else None
+        self.watch_namespace = watch_namespace
         ports = free_ports(3 * replicas)
         self.replicas: dict[str, Replica] = {}
         for i in range(replicas):
@@ -219,6 +224,10 @@ class LocalCluster(ReplicaViews):
                 argv += [_TIMING_FLAGS[name], str(value)]
         if self.store is not None:
             argv += ["--store-endpoint", self._store_address(replica.region)]
+        if self.kubeconfig is not None:
+            argv += ["--kubeconfig", str(self.kubeconfig)]
+        if self.watch_namespace is not None:
+            argv += ["--watch-namespace", self.watch_namespace]
         return argv
 
     def _replica_env(self) -> dict[str, str]:

@@ -93,6 +93,12 @@ def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="return once the system is up (and --run finished, with its exit status), "
         "leaving it running until `pipeorch local down`",
     )
+    lup.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="also run the operator against this cluster: kubectl apply Pipelines, get Tasks",
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -138,6 +144,7 @@ def _up(args: argparse.Namespace, out: TextIO) -> int:
         code_path=args.code_path,
         with_store=not args.no_store,
         regions_file=args.regions,
+        kubeconfig=args.kubeconfig,
         gateway=not args.no_gateway,
         detach=args.detach,
     )

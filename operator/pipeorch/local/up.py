@@ -183,6 +183,7 @@ def up(
     regions_file: Path | None = None,
     gateway: bool = True,
     detach: bool = False,
+    kubeconfig: Path | None = None,
 ) -> int:
     """Start everything, optionally run a pipeline, and stay up until Ctrl-C (or ``duration``
     seconds, or ``local down``); with ``detach``, return once that is done and leave the system
@@ -198,6 +199,7 @@ def up(
         gateway=gateway,
         with_store=with_store,
         code_path=code_path or _default_code_path(),
+        kubeconfig=kubeconfig,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -241,6 +243,11 @@ def _bring_up(
     record(state, cluster)  # with the proxies the round trips were measured through
     code = run_pipeline(cluster, run, out) if run is not None else 0
     where_to_look(cluster, env_file, out)
+    if cluster.kubeconfig is not None:
+        out.write(
+            f"Kubernetes: the leader runs the operator; KUBECONFIG={cluster.kubeconfig} kubectl "
+            "apply -f examples/energy-pipeline.yaml; kubectl get tasks.pipeorch.dev\n"
+        )
     return code
 
 

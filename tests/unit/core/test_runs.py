@@ -253,3 +253,32 @@ def test_every_change_to_a_run_moves_its_revision():
     seen = run.revision
     runs.cancel("p", 3.0)
     assert run.revision > seen
+
+
+def test_a_finished_run_is_replaced_by_another_submission_of_its_name():
+    runs = Runs()
+    submit(runs, CHAIN)
+    runs.cancel("p", 1.0)
+    pipeline = parse_pipeline(
+        "apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n"
+        'spec:\n  steps:\n    - {name: only, run: "m:f"}\n'
+    )
+    again, created = runs.replace("p", "key-2", spec_json(pipeline), 2.0)
+    assert created
+    assert again.submission_key == "key-2"
+    assert phases(runs) == {"only": "Ready"}
+    assert set(runs.tasks) == {task_id("p", "only")}, "the old run's tasks are gone"
+    assert not runs.index.dependents, "and nothing in the index refers to them"
+    # Replaced from the dump too: the restored state is the same.
+    assert Runs.from_dict(runs.to_dict()).to_dict() == runs.to_dict()
+
+
+def test_a_running_run_is_not_replaced():
+    runs = Runs()
+    submit(runs, CHAIN)
+    header = "apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n"
+    pipeline = parse_pipeline(header + 'spec:\n  steps:\n    - {name: only, run: "m:f"}\n')
+    run, created = runs.replace("p", "key-2", spec_json(pipeline), 2.0)
+    assert not created
+    assert run.submission_key == "key-1"
+    assert set(phases(runs)) == {"a", "b", "c"}
