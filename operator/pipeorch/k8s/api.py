@@ -169,36 +169,34 @@ class Kube:
 
     async def apply_deployment(self, body: Manifest) -> None:
         """Create, or bring an existing one to ``body`` (idempotent)."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            await self._call(
-                f"create deployment/{name}",
-                self._apps.create_namespaced_deployment, ns, body, field_manager=FIELD_MANAGER,
-            )  # fmt: skip
-        except KubernetesError as e:
-            if e.status != 409:
-                raise
-            await self._call(
-                f"patch deployment/{name}",
-                self._apps.patch_namespaced_deployment, name, ns, body,
-                field_manager=FIELD_MANAGER,
-            )  # fmt: skip
+        await self._create_or_patch(
+            "deployment",
+            body,
+            self._apps.create_namespaced_deployment,
+            self._apps.patch_namespaced_deployment,
+        )
 
     async def apply_configmap(self, body: Manifest) -> None:
+        """Create, or bring an existing one to ``body`` (idempotent)."""
+        await self._create_or_patch(
+            "configmap",
+            body,
+            self._core.create_namespaced_config_map,
+            self._core.patch_namespaced_config_map,
+        )
+
+    async def _create_or_patch(
+        self, kind: str, body: Manifest, create: Callable[..., Any], patch: Callable[..., Any]
+    ) -> None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            await self._call(
-                f"create configmap/{name}",
-                self._core.create_namespaced_config_map, ns, body, field_manager=FIELD_MANAGER,
-            )  # fmt: skip
+            await self._call(f"create {kind}/{name}", create, ns, body, field_manager=FIELD_MANAGER)
         except KubernetesError as e:
-            if e.status != 409:
+            if e.status != 409:  # 409: it exists; bring it to body
                 raise
             await self._call(
-                f"replace configmap/{name}",
-                self._core.patch_namespaced_config_map, name, ns, body,
-                field_manager=FIELD_MANAGER,
-            )  # fmt: skip
+                f"patch {kind}/{name}", patch, name, ns, body, field_manager=FIELD_MANAGER
+            )
 
     async def latency_configmap(self, namespace: str) -> Manifest | None:
         try:
