@@ -259,3 +259,22 @@ def test_faults_and_down_act_on_a_foreground_up_too(tmp_path):
     assert "stopping..." in up.stdout.read()
     assert [p.name for p in [*state.processes, *restarted.processes] if p.running] == []
     assert not statefile.path(tmp_path).exists()
+
+
+def test_output_into_a_closed_pipe_ends_quietly(cluster: LocalCluster):
+    """`pipeorch cluster | head -0`: no traceback, the exit status of a SIGPIPE death."""
+    cluster.wait_for_leader()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run(
+            [*PIPEORCH, "cluster", "--control-plane", cluster.replicas["cp-0"].grpc],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr
