@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,7 +110,14 @@ def task_json(t: pb.TaskStatus) -> dict[str, Any]:
 WATCH_SECONDS = 10.0
 
 
-def submit(client: Client, path: Path, wait: bool, out: TextIO, poll: float = 0.2) -> int:
+def submit(
+    client: Client,
+    path: Path,
+    wait: bool,
+    out: TextIO,
+    poll: float = 0.2,
+    stop: threading.Event | None = None,
+) -> int:
     manifest = sys.stdin.read() if str(path) == "-" else path.read_text()
     response = client.call(
         lambda s, t: s.SubmitPipeline(pb.SubmitPipelineRequest(manifest=manifest), timeout=t)
@@ -119,20 +127,31 @@ def submit(client: Client, path: Path, wait: bool, out: TextIO, poll: float = 0.
     out.write(f"pipeline/{name} {verb}\n")
     if not wait:
         return 0
-    return follow(client, name, out, poll)
+    return follow(client, name, out, poll, stop)
 
 
-def follow(client: Client, name: str, out: TextIO, poll: float = 0.2) -> int:
-    """Print each task's phase changes until the pipeline finishes; exit 0 only on success."""
+def follow(
+    client: Client,
+    name: str,
+    out: TextIO,
+    poll: float = 0.2,
+    stop: threading.Event | None = None,
+) -> int:
+    """Print each task's phase changes until the pipeline finishes; exit 0 only on success.
+    With ``stop``, give up (130) soon after it is set: the pipeline itself goes on."""
     seen: dict[str, tuple[str, str, int]] = {}
     revision = 0
+    # A watch is answered at once on any change; it is asked again at least this often, so
+    # that a stop is noticed.
+    watch = WATCH_SECONDS if stop is None else min(WATCH_SECONDS, 1.0)
     while True:
+        if stop is not None and stop.is_set():
+            out.write(f"pipeline/{name}: stopped following it; it was still running\n")
+            return 130
         # A long poll: answered as soon as something changed, at most every `poll` seconds.
-        request = pb.GetPipelineRequest(
-            name=name, wait_seconds=WATCH_SECONDS, after_revision=revision
-        )
+        request = pb.GetPipelineRequest(name=name, wait_seconds=watch, after_revision=revision)
         status = client.call(
-            lambda s, t, r=request: s.GetPipeline(r, timeout=t + WATCH_SECONDS)  # type: ignore[misc]
+            lambda s, t, r=request: s.GetPipeline(r, timeout=t + watch)  # type: ignore[misc]
         )
         revision = status.revision
         for task in status.tasks:

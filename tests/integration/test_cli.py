@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -278,3 +279,37 @@ def test_output_into_a_closed_pipe_ends_quietly(cluster: LocalCluster):
         os.close(write_end)
     assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_while_a_pipeline_runs_stops_everything_without_waiting_for_it(tmp_path):
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(
+        "apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: slow}\n"
+        "spec:\n  steps:\n"
+        f"    - {{name: nap, command: [{sys.executable}, -c, 'import time; time.sleep(600)']}}\n"
+    )
+    workdir = tmp_path / "system"
+    up = subprocess.Popen(
+        [*PIPEORCH, "local", "up", "--no-gateway", "--run", str(slow), "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert up.stdout is not None
+    try:
+        for line in up.stdout:  # until the step is running
+            if "nap" in line and "Running" in line:
+                break
+        state = statefile.load(workdir)
+        assert state is not None
+        up.send_signal(signal.SIGINT)
+        # Far sooner than the step's ten minutes: the follow gives up within a watch period.
+        assert up.wait(60) == 130
+    finally:
+        if up.poll() is None:
+            up.kill()
+        local("down", "--workdir", str(workdir))
+    rest = up.stdout.read()
+    assert "stopped following it; it was still running" in rest
+    assert "stopping..." in rest
+    assert [p.name for p in state.processes if p.running] == []

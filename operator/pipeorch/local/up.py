@@ -129,11 +129,15 @@ def write_env(cluster: LocalCluster, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_pipeline(cluster: LocalCluster, manifest: Path, out: TextIO) -> int:
+def run_pipeline(
+    cluster: LocalCluster, manifest: Path, out: TextIO, stop: threading.Event | None = None
+) -> int:
     client = console.Client([r.grpc for r in cluster.replicas.values()])
     try:
         out.write(f"\nrunning {manifest}\n")
-        code = console.submit(client, manifest, wait=True, out=out)
+        code = console.submit(client, manifest, wait=True, out=out, stop=stop)
+        if stop is not None and stop.is_set():
+            return code
         name = manifest_name(manifest)
         out.write("\n")
         console.describe(client, name, out)
@@ -207,7 +211,7 @@ def up(
     out.write(_starting(layout, with_store, gateway, workdir))
     leave_running = False
     try:
-        code = _bring_up(cluster, layout, state, run, out)
+        code = _bring_up(cluster, layout, state, run, out, stop)
         if detach and not stop.is_set():
             out.write(_detached(workdir))
             leave_running = True
@@ -223,7 +227,12 @@ def up(
 
 
 def _bring_up(
-    cluster: LocalCluster, layout: Regions, state: SystemState, run: Path | None, out: TextIO
+    cluster: LocalCluster,
+    layout: Regions,
+    state: SystemState,
+    run: Path | None,
+    out: TextIO,
+    stop: threading.Event,
 ) -> int:
     """Start the system, recording each part as it starts; show it; run ``run``."""
     started = time.monotonic()
@@ -241,7 +250,7 @@ def _bring_up(
         show_round_trips(cluster, layout, out)
     state.phase = "up"
     record(state, cluster)  # with the proxies the round trips were measured through
-    code = run_pipeline(cluster, run, out) if run is not None else 0
+    code = run_pipeline(cluster, run, out, stop) if run is not None else 0
     where_to_look(cluster, env_file, out)
     if cluster.kubeconfig is not None:
         out.write(
