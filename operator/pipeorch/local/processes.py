@@ -5,6 +5,7 @@ Shared by the cluster launcher and the latency gateway.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import signal
@@ -29,8 +30,15 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+#: Ports this process handed out recently. A port is free when picked but taken only once
+#: its server binds it: without this, two picks a moment apart (one cluster's workers, say)
+#: could return the same port, and the second server fails to bind.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=4096)
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports free right now, for servers started a moment later.
+    """Ports free right now, for servers started a moment later; never one this process
+    handed out recently.
 
     They come from below the kernel's ephemeral range: a port picked by binding port 0 comes
     from that range, and can be taken by any outgoing connection in the gap between picking it
@@ -41,10 +49,11 @@ def free_ports(count: int) -> list[int]:
     rng = random.SystemRandom()
     chosen: list[int] = []
     sockets = []
+    recent = set(_HANDED_OUT)
     try:
         while len(chosen) < count:
             port = rng.randint(low, high)
-            if port in chosen:
+            if port in chosen or port in recent:
                 continue
             s = socket.socket()
             try:
@@ -54,6 +63,7 @@ def free_ports(count: int) -> list[int]:
                 continue
             sockets.append(s)
             chosen.append(port)
+        _HANDED_OUT.extend(chosen)
         return chosen
     finally:
         for s in sockets:
