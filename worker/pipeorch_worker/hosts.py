@@ -39,6 +39,7 @@ class HostPool:
         self._size = size
         self._idle: list[_Host] = []
         self._all: set[_Host] = set()
+        self._discarding: set[asyncio.Task[None]] = set()
 
     async def warm(self) -> None:
         """Start one host ahead of the first step; more start when steps overlap, and up to
@@ -104,7 +105,10 @@ class HostPool:
         if len(self._idle) < self._size:
             self._idle.append(host)
         else:
-            asyncio.get_running_loop().create_task(self._discard(host))
+            # The loop holds tasks only weakly: keep this one until it is done.
+            task = asyncio.get_running_loop().create_task(self._discard(host))
+            self._discarding.add(task)
+            task.add_done_callback(self._discarding.discard)
 
     async def _discard(self, host: _Host) -> None:
         self._all.discard(host)

@@ -176,25 +176,6 @@ def cancel_pipeline_cmd(name: str, now: float) -> Command:
     return ("pipeline.cancel/1", (name, now))
 
 
-def assign_tasks_cmd(
-    assignments: list[tuple[str, str, str, float]], now: float, lease: float
-) -> Command:
-    """``assignments``: (task id, worker id, region, estimated transfer seconds)."""
-    return ("task.assign/1", (list(assignments), now, lease))
-
-
-def complete_task_cmd(
-    task_ref: str,
-    attempt: int,
-    worker_id: str,
-    outputs: list[dict[str, Any]],
-    log_key: str,
-    log_tail: str,
-    now: float,
-) -> Command:
-    return ("task.complete/1", (task_ref, attempt, worker_id, outputs, log_key, log_tail, now))
-
-
 def assign_and_start_cmd(
     worker_id: str, tasks: list[tuple[str, str, float]], now: float, lease: float
 ) -> Command:

@@ -13,7 +13,7 @@ import httpx
 from pipeorch.core.regions import Regions, parse_regions
 from pipeorch.errors import Conflict, InvalidInput
 from pipeorch.local import pids, statefile
-from pipeorch.local.gateway import LatencyGateway, Link
+from pipeorch.local.gateway import LatencyGateway
 from pipeorch.local.statefile import ProcessRecord, SystemState
 from pipeorch.local.views import ReplicaViews
 
@@ -89,7 +89,7 @@ class RunningSystem(ReplicaViews):
             self.layout,
             self.workdir,
             record.api,
-            [Link(**link.model_dump()) for link in record.links],
+            record.links,
             record.partitioned,
             {(p.a, p.b): (p.rtt_ms, p.jitter_ms) for p in record.latency},
         )

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeorch.errors import Conflict, NotFound
 from pipeorch.local.commands import DEFAULT_WORKDIR
-from pipeorch.local.gateway import LatencyGateway
+from pipeorch.local.gateway import LatencyGateway, Link
 from pipeorch.local.pids import Pid, is_running
 from pipeorch.local.processes import Proc
 
@@ -80,15 +80,6 @@ class ProcessRecord(_Record):
         return is_running(self.proc)
 
 
-class LinkRecord(_Record):
-    name: str
-    from_region: str
-    to_region: str
-    upstream_name: str
-    upstream: str
-    listen: str
-
-
 class PairLatency(_Record):
     a: str
     b: str
@@ -98,7 +89,7 @@ class PairLatency(_Record):
 
 class GatewayRecord(_Record):
     api: str
-    links: list[LinkRecord]
+    links: list[Link]  # the gateway's own records, validated by their dataclass fields
     #: Regions whose links are cut (``local partition``).
     partitioned: list[str] = []
     #: The round trip the gateway gives each pair now (``local latency`` changes them).
@@ -108,7 +99,7 @@ class GatewayRecord(_Record):
     def of(cls, gateway: LatencyGateway) -> GatewayRecord:
         return cls(
             api=gateway.api_address,
-            links=[LinkRecord(**vars(link)) for link in gateway.links()],
+            links=list(gateway.links()),
             partitioned=gateway.partitioned,
             latency=[
                 PairLatency(a=a, b=b, rtt_ms=rtt, jitter_ms=jitter)

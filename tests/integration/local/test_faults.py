@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeorch.console import Client
 from pipeorch.local.cluster import wait_until
+from pipeorch.local.rtt import median_round_trip
 from pipeorch.local.running import RunningSystem
 from pipeorch.v1 import pipeorch_pb2 as pb
 
@@ -218,16 +216,8 @@ def test_partition_of_the_leaders_region_moves_the_leadership_and_heal_rejoins_i
     assert len({v["commit_index"] for v in views.values()}) == 1, views
 
 
-def median_rtt_ms(address: str, samples: int = 7) -> float:
-    """A replica's /readyz through a proxy of the gateway: one round trip per request."""
-    with httpx.Client(timeout=5) as http:
-        http.get(f"http://{address}/readyz")
-        times = []
-        for _ in range(samples):
-            started = time.perf_counter()
-            http.get(f"http://{address}/readyz")
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def median_rtt_ms(address: str) -> float:
+    return median_round_trip(f"http://{address}/readyz", samples=7)
 
 
 def replica_link(system: RunningSystem, from_region: str, to_region: str) -> str:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import http.server
 import os
 import socket
-import statistics
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,7 +15,7 @@ import pytest
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.local.gateway import LatencyGateway
 from pipeorch.local.processes import free_ports
-from pipeorch.local.rtt import format_matrix
+from pipeorch.local.rtt import format_matrix, median_round_trip
 
 from .conftest import LAYOUT
 
@@ -64,15 +62,8 @@ def gateway(tmp_path) -> Iterator[LatencyGateway]:
     gw.stop()
 
 
-def median_rtt(address: str, samples: int = 7) -> float:
-    with httpx.Client(timeout=3) as client:
-        client.get(f"http://{address}/")
-        times = []
-        for _ in range(samples):
-            started = time.perf_counter()
-            client.get(f"http://{address}/")
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def median_rtt(address: str) -> float:
+    return median_round_trip(f"http://{address}/", samples=7)
 
 
 def test_proxies_are_per_link_and_idempotent_and_direct_inside_a_region(gateway, service):
