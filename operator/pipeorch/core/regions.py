@@ -27,6 +27,7 @@ from pipeorch.core.spec import (
     Metadata,
     SpecError,
     dedupe_errors,
+    load_yaml_all,
     schema_errors,
     yaml_error,
 )
@@ -155,7 +156,7 @@ def parse_regions(text: str | bytes) -> Regions:
     """Parse a multi-document YAML file of CloudRegions; raise InvalidRegions listing every
     problem."""
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in load_yaml_all(text) if d is not None]
     except yaml.YAMLError as e:
         raise InvalidRegions([yaml_error(e)]) from e
     return validate_regions(documents)
