@@ -70,6 +70,13 @@ def replicated_commands(cluster: LocalCluster) -> float:
     return total
 
 
+def warm(cluster: LocalCluster, slots: int) -> bool:
+    return all(
+        httpx.get(f"http://{w.http}/healthz", timeout=5).json()["warm_step_hosts"] >= slots
+        for w in cluster.workers.values()
+    )
+
+
 def overheads(status: pb.PipelineStatus) -> list[float]:
     return [t.started_at - t.ready_at for t in status.tasks if t.started_at and t.ready_at]
 
@@ -98,8 +105,9 @@ def main() -> int:
         with cluster:
             for i in range(2):
                 cluster.add_worker("aws", worker_id=f"aws-w{i}", slots=args.slots)
-            # Measure steady state: both workers registered and ready for work.
+            # Measure steady state: both workers registered, their step interpreters started.
             wait_until(lambda: workers_online(cluster, 2), 60, what="workers online")
+            wait_until(lambda: warm(cluster, args.slots), 120, what="warm step hosts")
             client = Client([r.grpc for r in cluster.replicas.values()])
             run(client, manifest("warm-up", [{"name": "one", "run": NOOP}]), "warm-up", 60)
             chain = [{"name": "s0", "run": NOOP}] + [

@@ -291,8 +291,9 @@ class WorkerSettings(BaseSettings):
     slots: int = Field(1, ge=0, le=256, description="Steps run at once.")
     warm_step_hosts: bool = Field(
         True,
-        description="Run `run:` steps in warm interpreters, up to one per slot, instead of a fresh "
-        "interpreter per attempt (about 90 ms of CPU each). As in Celery, Dask and Ray, what a "
+        description="Run `run:` steps in warm interpreters, one per slot, started at worker start "
+        "as a prefork pool is, instead of a fresh interpreter per attempt (about 90 ms of CPU "
+        "each). As in Celery, Dask and Ray, what a "
         "step leaves in its interpreter persists; a step module that changed on disk is "
         "re-imported in a fresh one.",
     )

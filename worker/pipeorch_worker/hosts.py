@@ -9,6 +9,7 @@ reported for such an attempt is the one a process of its own would have had.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -40,12 +41,29 @@ class HostPool:
         self._idle: list[_Host] = []
         self._all: set[_Host] = set()
         self._discarding: set[asyncio.Task[None]] = set()
+        self._filling: asyncio.Task[None] | None = None
 
     async def warm(self) -> None:
-        """Start one host ahead of the first step; more start when steps overlap, and up to
-        ``size`` stay. (Short steps seldom overlap: most slots wait on the network.)"""
+        """Start one host ahead of the first step, then the rest of the pool in the background,
+        one at a time (as a prefork pool does): a burst of short steps finds every slot's
+        interpreter ready instead of paying for its start while the queue waits."""
         if not self._all:
             self._idle.append(await self._spawn())
+        if self._filling is None:
+            self._filling = asyncio.get_running_loop().create_task(self._fill())
+
+    @property
+    def ready(self) -> int:
+        """Hosts started and not retired."""
+        return len(self._all)
+
+    async def _fill(self) -> None:
+        while len(self._all) < self._size:
+            try:
+                self._idle.append(await self._spawn())
+            except OSError as e:  # steps still start hosts of their own when they need one
+                log.warning("cannot start a warm step host: %s", e)
+                return
 
     async def run(self, request: dict[str, Any], timeout: float) -> tuple[int, bool]:
         """Run one step request: (exit status, timed out)."""
@@ -71,6 +89,10 @@ class HostPool:
         raise RuntimeError("a fresh step host retired before running its first step")
 
     async def close(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filling
         for host in list(self._all):
             await self._discard(host)
 

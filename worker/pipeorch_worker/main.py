@@ -33,6 +33,7 @@ def create_app(agent: WorkerAgent, heartbeat_interval: float) -> FastAPI:
         body["heartbeat_age_seconds"] = None if last is None else round(time.time() - last, 3)
         fresh = last is not None and time.time() - last < 3 * heartbeat_interval
         body["status"] = "ok" if fresh else "degraded"
+        body["warm_step_hosts"] = agent.runner.warm_hosts if agent.runner else 0
         # The process itself is alive either way; a degraded agent keeps retrying its replicas.
         return JSONResponse(body)
 

@@ -99,6 +99,11 @@ class StepRunner:
         if self._hosts is not None:
             await self._hosts.close()
 
+    @property
+    def warm_hosts(self) -> int:
+        """Warm step interpreters started (they fill up to one per slot after ``prepare``)."""
+        return self._hosts.ready if self._hosts is not None else 0
+
     async def run(self, attempt: Attempt) -> AttemptResult:
         scratch = self._scratch.take()
         if attempt.outputs:

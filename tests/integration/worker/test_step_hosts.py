@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -160,3 +161,19 @@ async def test_an_edited_step_module_runs_as_edited(steps):
         assert code == 0
         assert "edited, from s2 call 1" in after
         assert pid_of(after) != pid_of(before)
+
+
+async def test_the_pool_fills_to_its_size_in_the_background_and_close_ends_every_host(steps):
+    steps.pool = HostPool(steps.pool._env, size=3)
+    async with steps:
+        await steps.pool.warm()  # returns once the first is up; the others follow
+        deadline = time.monotonic() + 30
+        while steps.pool.ready < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert steps.pool.ready == 3
+        pids = {host.process.pid for host in steps.pool._all}
+        # Three steps at once run in the three started interpreters, none started for them.
+        results = await asyncio.gather(*(steps.run("hello") for _ in range(3)))
+        assert {pid_of(log) for _, _, log in results} <= {str(p) for p in pids}
+        assert steps.pool.ready == 3
+    wait_until(lambda: not any(alive(p) for p in pids), 10, what="hosts gone after close")
