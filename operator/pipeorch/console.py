@@ -13,6 +13,7 @@ from typing import Any, TextIO, TypeVar
 
 import grpc
 
+from pipeorch.core.routing import ReplicaRole, leader_first
 from pipeorch.errors import Unavailable
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
@@ -23,14 +24,19 @@ _RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class Client:
-    """ControlService over any of the given replicas: the first that answers serves."""
+    """ControlService over any of the given replicas: the Raft leader first (found on the first
+    call, see pipeorch.core.routing), then the others in order until one answers."""
 
     def __init__(self, addresses: list[str], timeout: float = 10.0) -> None:
         self._addresses = addresses
         self._timeout = timeout
         self._channels = {a: grpc.insecure_channel(a) for a in addresses}
+        self._ordered = len(addresses) < 2
 
     def call(self, method: Callable[[pb_grpc.ControlServiceStub, float], T]) -> T:
+        if not self._ordered:
+            self._ordered = True
+            self._addresses = leader_first(self._addresses, self._roles())
         errors = []
         for address in self._addresses:
             try:
@@ -40,6 +46,18 @@ class Client:
                     raise
                 errors.append(f"{address}: {e.details()}")
         raise Unavailable("no control-plane replica answered: " + "; ".join(errors))
+
+    def _roles(self) -> dict[str, ReplicaRole]:
+        roles = {}
+        request = pb.ClusterStateRequest(brief=True)
+        for address, channel in self._channels.items():
+            try:
+                # Short: a replica that is down must not hold up the command itself.
+                answer = pb_grpc.ControlServiceStub(channel).ClusterState(request, timeout=1.0)
+            except grpc.RpcError:
+                continue
+            roles[address] = ReplicaRole(answer.node_id, answer.raft_state, answer.term)
+        return roles
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
+from pipeorch.core.routing import ReplicaRole, find_leader
 from pipeorch.settings import WorkerSettings
 from pipeorch.v1 import pipeorch_pb2 as pb
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Resp = TypeVar("Resp")
+
+#: Seconds between two searches for the Raft leader (see ``_go_to_leader``).
+LEADER_SEARCH_INTERVAL = 5.0
 
 #: Codes after which the same call is worth trying on another replica.
 _FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -87,7 +91,12 @@ class WorkerAgent:
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._completions = Batcher(self._complete_batch)
+        self._leader_search_at = -LEADER_SEARCH_INTERVAL
         self._batches_supported = True
+
+    @property
+    def runner(self) -> StepRunner | None:
+        return self._runner
 
     @property
     def worker_id(self) -> str:
@@ -95,11 +104,40 @@ class WorkerAgent:
 
     # ---- calls with failover --------------------------------------------------------------
 
-    def _stub(self, replica: str) -> WorkerServiceAsyncStub:
+    def _channel(self, replica: str) -> grpc.aio.Channel:
         channel = self._channels.get(replica)
         if channel is None:
             channel = self._channels[replica] = grpc.aio.insecure_channel(replica)
-        return pb_grpc.WorkerServiceStub(channel)
+        return channel
+
+    def _stub(self, replica: str) -> WorkerServiceAsyncStub:
+        return pb_grpc.WorkerServiceStub(self._channel(replica))
+
+    async def _go_to_leader(self) -> None:
+        """Talk to the Raft leader from now on, if one of our replicas answers as leader: a
+        follower would forward every acquire and completion to it (see pipeorch.core.routing).
+        Searched at most every LEADER_SEARCH_INTERVAL seconds."""
+        now = time.monotonic()
+        if len(self._replicas) < 2 or now - self._leader_search_at < LEADER_SEARCH_INTERVAL:
+            return
+        self._leader_search_at = now
+        roles: dict[str, ReplicaRole] = {}
+
+        async def ask(replica: str) -> None:
+            stub = pb_grpc.ControlServiceStub(self._channel(replica))
+            request = pb.ClusterStateRequest(brief=True)
+            try:
+                answer = await stub.ClusterState(request, timeout=self._settings.rpc_timeout)
+            except grpc.aio.AioRpcError:
+                return  # down or cut off: not where the writes should go anyway
+            roles[replica] = ReplicaRole(answer.node_id, answer.raft_state, answer.term)
+
+        await asyncio.gather(*(ask(r) for r in self._replicas))
+        leader = find_leader(roles)
+        if leader is not None and leader != self._replicas[self._current]:
+            self._current = self._replicas.index(leader)
+            self.status.replica = leader
+            log.info("worker %s now talks to %s, the Raft leader", self.worker_id, leader)
 
     async def _call(self, call: Callable[[WorkerServiceAsyncStub, float], Awaitable[Resp]]) -> Resp:
         """Try the current replica, then each other one once; stay on the one that answered."""
@@ -136,6 +174,8 @@ class WorkerAgent:
         self.status.last_heartbeat_ok = time.time()
         verb = "re-registered" if response.reregistered else "registered"
         log.info("worker %s %s via %s", self.worker_id, verb, response.served_by)
+        if response.served_by != response.leader:
+            await self._go_to_leader()
         return response
 
     async def heartbeat(self) -> pb.HeartbeatResponse:
@@ -155,6 +195,8 @@ class WorkerAgent:
             return pb.HeartbeatResponse(status=pb.WORKER_STATUS_ONLINE)
         self.status.online = response.status == pb.WORKER_STATUS_ONLINE
         self.status.last_heartbeat_ok = time.time()
+        if response.leader and response.served_by != response.leader:
+            await self._go_to_leader()
         return response
 
     # ---- main loop ------------------------------------------------------------------------

@@ -245,6 +245,14 @@ class ControlService(pb_grpc.ControlServiceServicer):
     async def ClusterState(
         self, request: pb.ClusterStateRequest, context: Context
     ) -> pb.ClusterStateResponse:
+        if request.brief:
+            brief = self._node.status()
+            return pb.ClusterStateResponse(
+                node_id=brief.node_id,
+                raft_state=brief.state,
+                leader=brief.leader_id or "",
+                term=brief.term,
+            )
         status = self._node.status(with_digest=True)
         workers = self._node.read(
             lambda s: [views.worker_pb(w) for _, w in sorted(s.workers.items())]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from pipeorch.console import Client
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.v1 import pipeorch_pb2 as pb
 
@@ -142,7 +143,45 @@ def test_cluster_state_rpc_and_http_views_agree(cluster: LocalCluster, stubs, co
     assert [w.worker_id for w in state.workers] == ["gcp-1"]
     assert state.state_digest == views["cp-0"]["digest"]
     assert {p.node_id for p in state.peers} == {"cp-1", "cp-2"}
+    # Brief: the role, leader and term a client needs to find the leader, nothing costly.
+    brief = control["cp-0"].ClusterState(pb.ClusterStateRequest(brief=True), timeout=5)
+    assert (brief.node_id, brief.leader, brief.term) == ("cp-0", state.leader, state.term)
+    assert brief.raft_state == state.raft_state
+    assert not brief.workers
+    assert not brief.peers
+    assert not brief.state_digest
     metrics = cluster._http.get(f"http://{cluster.replicas['cp-0'].http}/metrics").text
     assert 'workers{region="gcp",status="online"} 1.0' in metrics
     assert "raft_applied_truncations_total 0.0" in metrics
     assert "raft_commit_latency_seconds_count" in metrics
+
+
+def proposed_commands(cluster: LocalCluster) -> dict[str, float]:
+    """Commands each replica has proposed (its group commit's batch-size histogram sum)."""
+    counts = {}
+    for node_id, replica in cluster.replicas.items():
+        text = cluster._http.get(f"http://{replica.http}/metrics").text
+        line = next(x for x in text.splitlines() if x.startswith("raft_commit_batch_commands_sum"))
+        counts[node_id] = float(line.split()[-1])
+    return counts
+
+
+def test_the_client_sends_its_writes_to_the_leader(cluster: LocalCluster):
+    leader = cluster.wait_for_leader()
+    followers = [n for n in cluster.replicas if n != leader]
+    client = Client([cluster.replicas[n].grpc for n in [*followers, leader]])
+    manifest = (
+        '{"apiVersion": "pipeorch.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": "p"},'
+        ' "spec": {"steps": [{"name": "one", "run": "m:f"}]}}'
+    )
+    before = proposed_commands(cluster)
+    try:
+        client.call(
+            lambda s, t: s.SubmitPipeline(pb.SubmitPipelineRequest(manifest=manifest), timeout=t)
+        )
+    finally:
+        client.close()
+    after = proposed_commands(cluster)
+    # Configured behind both followers, yet the leader proposed the write: no follower hop.
+    assert after[leader] > before[leader]
+    assert all(after[n] == before[n] for n in followers)

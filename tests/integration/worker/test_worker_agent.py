@@ -35,20 +35,28 @@ def test_worker_offline_after_missed_heartbeats_and_online_on_return(cluster: Lo
     wait_until(lambda: healthz(worker)["status"] == "ok", 10, what="worker healthy")
 
 
-def test_worker_fails_over_when_its_replica_dies(cluster: LocalCluster):
-    worker = cluster.add_worker(
-        "aws", worker_id="aws-w1", heartbeat=0.3, replicas=["cp-0", "cp-1", "cp-2"]
-    )
-    wait_until(lambda: healthz(worker)["replica"] == cluster.replicas["cp-0"].grpc, 10)
+def test_worker_talks_to_the_leader_and_fails_over_when_it_dies(cluster: LocalCluster):
+    leader = cluster.wait_for_leader()
+    followers_first = [n for n in cluster.replicas if n != leader] + [leader]
+    worker = cluster.add_worker("aws", worker_id="aws-w1", heartbeat=0.3, replicas=followers_first)
+    # Configured behind both followers, the leader is still where it ends up talking.
+    wait_until(lambda: healthz(worker)["replica"] == cluster.replicas[leader].grpc, 10)
 
-    cluster.kill_replica("cp-0")
+    cluster.kill_replica(leader)
     wait_until(lambda: healthz(worker)["failovers"] >= 1, 10, what="worker failed over")
-    assert healthz(worker)["replica"] != cluster.replicas["cp-0"].grpc
+    assert healthz(worker)["replica"] != cluster.replicas[leader].grpc
     # It stays online throughout: the failover is faster than three missed heartbeats.
     first = healthz(worker)["last_heartbeat_ok"]
     wait_until(lambda: healthz(worker)["last_heartbeat_ok"] > first, 5, what="heartbeats resume")
     survivors = cluster.live()
     wait_worker_status(cluster, survivors[0], "aws-w1", "online")
+    # And it moves on to the new leader.
+    new_leader = cluster.wait_for_leader()
+    wait_until(
+        lambda: healthz(worker)["replica"] == cluster.replicas[new_leader].grpc,
+        10,
+        what="worker on the new leader",
+    )
 
 
 def test_restarted_worker_reregisters_under_its_stable_id(cluster: LocalCluster):
