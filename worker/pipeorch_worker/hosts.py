@@ -52,6 +52,11 @@ class HostPool:
         if self._filling is None:
             self._filling = asyncio.get_running_loop().create_task(self._fill())
 
+    async def filled(self) -> None:
+        """Return once the background start of the pool (see ``warm``) has ended."""
+        if self._filling is not None:
+            await asyncio.shield(self._filling)
+
     @property
     def ready(self) -> int:
         """Hosts started and not retired."""

@@ -167,9 +167,7 @@ async def test_the_pool_fills_to_its_size_in_the_background_and_close_ends_every
     steps.pool = HostPool(steps.pool._env, size=3)
     async with steps:
         await steps.pool.warm()  # returns once the first is up; the others follow
-        deadline = time.monotonic() + 30
-        while steps.pool.ready < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(steps.pool.filled(), 30)
         assert steps.pool.ready == 3
         pids = {host.process.pid for host in steps.pool._all}
         # Three steps at once run in the three started interpreters, none started for them.
