@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +247,15 @@ def _show_cluster(address: str) -> int:
     return 0
 
 
+def _serve(server: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived server on uvloop: libuv's event loop spends less CPU per RPC and per
+    wake-up than asyncio's own, which shows in every step's round trip."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(server)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -268,7 +277,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
             cp_settings = _controlplane_settings(args)
             logs.configure(cp_settings.node_id, cp_settings.log_level, cp_settings.log_json)
-            asyncio.run(serve(cp_settings))
+            _serve(serve(cp_settings))
         elif args.command == "worker":
             from pipeorch_worker.main import serve as serve_worker
 
@@ -276,7 +285,7 @@ def _main(argv: Sequence[str] | None) -> int:
             logs.configure(
                 f"worker/{wk_settings.region}", wk_settings.log_level, wk_settings.log_json
             )
-            asyncio.run(serve_worker(wk_settings))
+            _serve(serve_worker(wk_settings))
         elif args.command in ("submit", "get", "describe", "logs", "cancel"):
             return _client_command(args)
         elif args.command == "local":
