@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
+import yaml
 
 from pipeorch.core.spec import InvalidPipeline, parse_pipeline
 
@@ -156,3 +158,35 @@ def test_every_problem_is_reported_at_once():
     } <= paths
     assert "cycle: a -> b -> a" in str(error.value)
     assert error.value.field == error.value.errors[0].path
+
+
+def test_json_and_yaml_of_one_pipeline_parse_the_same():
+    text = GOOD["diamond-with-transitive-input"]
+    as_json = json.dumps(yaml.safe_load(text))
+    assert parse_pipeline(as_json) == parse_pipeline(text)
+    assert parse_pipeline(as_json.encode()) == parse_pipeline(text)
+
+
+def test_yaml_flow_mapping_that_is_not_json_still_parses():
+    text = "{apiVersion: pipeorch.dev/v1alpha1, kind: Pipeline, metadata: {name: p1},"
+    text += " spec: {steps: [{name: a, run: 'm:f'}]}}"
+    assert parse_pipeline(text).spec.steps[0].name == "a"
+
+
+def test_broken_json_is_reported_as_yaml_with_its_line():
+    with pytest.raises(InvalidPipeline) as error:
+        parse_pipeline('{"apiVersion": "pipeorch.dev/v1alpha1",\n "kind": [}')
+    assert "line 2" in str(error.value)
+
+
+def test_a_long_chain_with_an_input_from_far_upstream_is_valid():
+    steps = [{"name": "s0", "run": "m:f", "outputs": ["x"]}]
+    steps += [{"name": f"s{i}", "run": "m:f", "dependsOn": [f"s{i - 1}"]} for i in range(1, 3000)]
+    steps[-1]["inputs"] = ["s0/x"]
+    document = {
+        "apiVersion": "pipeorch.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "long"},
+        "spec": {"steps": steps},
+    }
+    assert len(parse_pipeline(json.dumps(document)).spec.steps) == 3000
