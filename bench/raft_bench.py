@@ -44,6 +44,23 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def applied_truncations(cluster: LocalCluster) -> int:
+    """Applied entries truncated, summed over every replica of ``cluster``; each must run and
+    answer, at one revision. Anything but 0 is a Raft safety bug (see raft/guard.py)."""
+    views = cluster.wait_converged(timeout=60)
+    if missing := sorted(set(cluster.replicas) - set(views)):
+        raise RuntimeError(f"cannot read the truncation counter of {missing}: not running")
+    return sum(int(v["applied_truncations"]) for v in views.values())
+
+
+def truncation_status(truncations: int) -> int:
+    """A benchmark's exit status: 1, and said on stderr, if any applied entry was truncated."""
+    if truncations:
+        print(f"FAILED: {truncations} applied Raft entries truncated (must be 0)", file=sys.stderr)
+        return 1
+    return 0
+
+
 class Replica:
     """A bench/raft_replica.py process."""
 
@@ -253,8 +270,7 @@ def bench_grpc_heartbeat(workdir: Path, n: int) -> dict[str, Any]:
                     samples.append(time.perf_counter() - start)
             out[f"{role}_p50_ms"] = pct(samples, 0.5) * 1e3
             out[f"{role}_p99_ms"] = pct(samples, 0.99) * 1e3
-        views = cluster.views()
-        out["applied_truncations"] = sum(v["applied_truncations"] for v in views.values())
+        out["applied_truncations"] = applied_truncations(cluster)
     return out
 
 
@@ -350,7 +366,7 @@ def main() -> int:
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nresults written to {path}")
-    return 1 if results["applied_truncations"] else 0
+    return truncation_status(results["applied_truncations"])
 
 
 if __name__ == "__main__":
