@@ -6,6 +6,7 @@ scheduler), with 3 local replicas, 3 workers and MinIO.
     the replica) -> the change visible to a watch on Task objects;
 (C) operator failover: leader SIGKILL -> the first Task status patched by the new leader's
     operator, and -> the Tasks of a Pipeline applied at the moment of the kill exist.
+Every replica's count of truncated applied entries is read at the end; it must be zero.
 Results: bench/results/k8s.json and a table.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from bench.raft_bench import RESULTS, pct
+from bench.raft_bench import RESULTS, applied_truncations, pct, truncation_status
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.local.k8s import KwokCluster
 from pipeorch.local.up import workers_online
@@ -218,6 +219,7 @@ def main() -> int:
         wait_until(lambda: ("warm-up-s0", "Succeeded") in bench.watch.seen, 30, what="watch")
         created, running, done = bench.tasks_exist(args.runs, args.width)
         failovers = [bench.failover(k) for k in range(args.kills)]
+        truncations = applied_truncations(cluster)
     finally:
         if bench is not None:
             bench.watch.stop()
@@ -234,12 +236,13 @@ def main() -> int:
         "status_lag_succeeded": summary(done),
         "failover_to_first_status_patch": summary([f for f, _ in failovers]),
         "failover_to_tasks_of_new_pipeline": summary([p for _, p in failovers]),
+        "applied_truncations": truncations,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "k8s.json").write_text(json.dumps(result, indent=2) + "\n")
     for what, figures in result.items():
         print(f"{what:38} {figures}")
-    return 0
+    return truncation_status(truncations)
 
 
 if __name__ == "__main__":

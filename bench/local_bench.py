@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import yaml
 
-from bench.raft_bench import RESULTS, pct
+from bench.raft_bench import RESULTS, applied_truncations, pct, truncation_status
 from pipeorch.console import Client
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.local.processes import wait_until
@@ -182,7 +182,7 @@ def bench(workdir: Path, args: Any) -> dict[str, Any]:
             failovers.append(failover_seconds(cluster, leader))
             cluster.restart_replica(leader)
         steady(cluster)
-        truncations = sum(v["applied_truncations"] for v in cluster.views().values())
+        truncations = applied_truncations(cluster)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "round_trips_configured_ms": {f"{a}-{b}": layout.rtt_ms(a, b) for a, b in layout.pairs()},
@@ -242,7 +242,7 @@ def main() -> int:
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nresults written to {path} ({results['bench_seconds']:.0f} s)")
-    return 1 if results["applied_truncations"] else 0
+    return truncation_status(results["applied_truncations"])
 
 
 if __name__ == "__main__":

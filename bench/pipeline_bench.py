@@ -4,7 +4,8 @@
 (B) a fan-out of independent no-op steps: steps per second;
 (C) submit-and-wait of a one-step pipeline: p50/p99 round trip;
 and the scheduling overhead of every task (ready -> running on a worker) from the times the
-replicated state records. Results: bench/results/pipelines-loopback.json and a table.
+replicated state records. Every replica's count of truncated applied entries is read at the
+end; it must be zero. Results: bench/results/pipelines-loopback.json and a table.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench import compare
-from bench.raft_bench import RESULTS, pct
+from bench.raft_bench import RESULTS, applied_truncations, pct, truncation_status
 from pipeorch.console import Client
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.local.up import workers_online
@@ -169,6 +170,7 @@ def main() -> int:
                 for i in range(args.roundtrips)
             ]
             client.close()
+            truncations = applied_truncations(cluster)
     # Only where a slot is free: in the fan-out, tasks queue for slots (waiting, not overhead).
     sched = [x for c in chains for x in overheads(c)] + [x for t in trips for x in overheads(t)]
     round_trips = [t.finished_at for t in trips]
@@ -189,6 +191,7 @@ def main() -> int:
         "roundtrip_p99_ms": pct(round_trips, 0.99) * 1e3,
         "scheduling_overhead_p50_ms": pct(sched, 0.5) * 1e3,
         "scheduling_overhead_p99_ms": pct(sched, 0.99) * 1e3,
+        "applied_truncations": truncations,
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "pipelines-loopback.json"
@@ -221,6 +224,7 @@ def main() -> int:
             f"p50 {r['scheduling_overhead_p50_ms']:.1f} ms, "
             f"p99 {r['scheduling_overhead_p99_ms']:.1f} ms",
         ),
+        ("applied-entry truncations (every replica)", str(r["applied_truncations"])),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value in rows:
@@ -228,7 +232,7 @@ def main() -> int:
     print(f"\nresults written to {path}")
     print()
     print(compare.table())
-    return 0
+    return truncation_status(truncations)
 
 
 if __name__ == "__main__":

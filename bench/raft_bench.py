@@ -9,7 +9,10 @@
 * the Heartbeat RPC end to end (gRPC + Raft) against real `pipeorch controlplane` processes.
 
 Every replica's counter of truncated applied entries is read after each scenario and reported;
-it must be zero. Results: bench/results/raft-loopback.json, and a table on stdout.
+it must be zero. A timed write that does not commit (an election under load: a new leader
+discards what the old one had not committed) is retried until it commits, and counted: the
+figures include the time it cost, and the retries and elections are reported beside them.
+Results: bench/results/raft-loopback.json, and a table on stdout.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,23 @@ RESULTS = Path(__file__).parent / "results"
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def applied_truncations(cluster: LocalCluster) -> int:
+    """Applied entries truncated, summed over every replica of ``cluster``; each must run and
+    answer, at one revision. Anything but 0 is a Raft safety bug (see raft/guard.py)."""
+    views = cluster.wait_converged(timeout=60)
+    if missing := sorted(set(cluster.replicas) - set(views)):
+        raise RuntimeError(f"cannot read the truncation counter of {missing}: not running")
+    return sum(int(v["applied_truncations"]) for v in views.values())
+
+
+def truncation_status(truncations: int) -> int:
+    """A benchmark's exit status: 1, and said on stderr, if any applied entry was truncated."""
+    if truncations:
+        print(f"FAILED: {truncations} applied Raft entries truncated (must be 0)", file=sys.stderr)
+        return 1
+    return 0
 
 
 class Replica:
@@ -140,6 +161,9 @@ class RaftGroup:
     def truncations(self) -> int:
         return sum(r.ask("status")["applied_truncations"] for r in self.live())
 
+    def term(self) -> int:
+        return int(max(r.ask("status")["term"] for r in self.live()))
+
     def stale_neutralised(self) -> int:
         return sum(r.ask("status")["stale_appends_neutralised"] for r in self.live())
 
@@ -149,11 +173,20 @@ def bench_latency_and_throughput(workdir: Path, batching: str, quick: bool) -> d
     lone = 40 if batching == "pysyncobj" else (200 if quick else 1000)
     pipelined = 20_000 if quick else 100_000
     with RaftGroup(workdir / f"lat-{batching}", raft) as group:
+        retried: Counter[str] = Counter()
+
+        def timed(node_id: str, op: str, **args: Any) -> dict[str, Any]:
+            """Timed writes through ``node_id``; the writes it had to retry are counted."""
+            reply = group.replicas[node_id].ask(op, **args)
+            retried.update(reply["retry_reasons"])
+            return reply
+
         leader = group.leader()
         follower = next(n for n in group.replicas if n != leader)
         group.replicas[leader].ask("latency", n=20)  # warm up connections and code paths
-        from_leader = group.replicas[leader].ask("latency", n=lone)["samples"]
-        from_follower = group.replicas[follower].ask("latency", n=lone)["samples"]
+        term = group.term()
+        from_leader = timed(leader, "latency", n=lone)["samples"]
+        from_follower = timed(follower, "latency", n=lone)["samples"]
         result: dict[str, Any] = {
             "batching": batching,
             "leader_p50_ms": pct(from_leader, 0.5) * 1e3,
@@ -163,10 +196,15 @@ def bench_latency_and_throughput(workdir: Path, batching: str, quick: bool) -> d
             "lone_writes": lone,
         }
         if batching == "group":
-            t = group.replicas[leader].ask("throughput", n=pipelined, window=5000)
+            t = timed(leader, "throughput", n=pipelined, window=5000)
             result["pipelined_writes_per_s_leader"] = t["writes"] / t["seconds"]
-            t = group.replicas[follower].ask("throughput", n=pipelined // 2, window=5000)
+            t = timed(follower, "throughput", n=pipelined // 2, window=5000)
             result["pipelined_writes_per_s_follower"] = t["writes"] / t["seconds"]
+        # Elections during the timed writes: "leader" and "follower" above name the roles at
+        # the start; after an election they may have changed.
+        result["elections"] = group.term() - term
+        result["writes_retried"] = sum(retried.values())
+        result["retry_reasons"] = dict(retried)
         result["applied_truncations"] = group.truncations()
         result["stale_appends_neutralised"] = group.stale_neutralised()
     return result
@@ -232,8 +270,7 @@ def bench_grpc_heartbeat(workdir: Path, n: int) -> dict[str, Any]:
                     samples.append(time.perf_counter() - start)
             out[f"{role}_p50_ms"] = pct(samples, 0.5) * 1e3
             out[f"{role}_p99_ms"] = pct(samples, 0.99) * 1e3
-        views = cluster.views()
-        out["applied_truncations"] = sum(v["applied_truncations"] for v in views.values())
+        out["applied_truncations"] = applied_truncations(cluster)
     return out
 
 
@@ -286,6 +323,13 @@ def table(results: dict[str, Any]) -> str:
             f"p99 {g['follower_p99_ms']:.2f} ms",
         )
     )
+    rows.append(
+        (
+            "timed writes retried (not committed)",
+            str(results["writes_retried"]),
+            f"elections during them: {results['elections']}",
+        )
+    )
     rows.append(("applied-entry truncations (all runs)", str(results["applied_truncations"]), ""))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'benchmark':<{width}}  {'':<22}  ", "-" * (width + 50)]
@@ -310,6 +354,8 @@ def main() -> int:
             "failover": bench_failover(workdir, 3 if args.quick else args.kills),
             "grpc_heartbeat": bench_grpc_heartbeat(workdir, 100 if args.quick else 500),
         }
+    results["writes_retried"] = sum(r["writes_retried"] for r in results["commit_latency"])
+    results["elections"] = sum(r["elections"] for r in results["commit_latency"])
     results["applied_truncations"] = (
         sum(r["applied_truncations"] for r in results["commit_latency"])
         + results["failover"]["applied_truncations"]
@@ -320,7 +366,7 @@ def main() -> int:
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nresults written to {path}")
-    return 1 if results["applied_truncations"] else 0
+    return truncation_status(results["applied_truncations"])
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@
 #   bin/<name>-<version>/<name>   one build per version; skipped when it already exists
 #   bin/current/<name>            symlink to the pinned version: put bin/current on PATH
 #   go/mod, go/build              GOMODCACHE (~2.9 GB) and GOCACHE (~5 GB), kept between runs
+#   go/mod/golang.org/toolchain@v0.0.1-go<version>.<os>-<arch>
+#                                 the Go fetched when none >= GO_MIN_VERSION is found (~240 MB)
 #   logs/<name>-<version>.log     go's output of the last build (shown when a build fails)
 # Versions: tools/versions.env. Nothing is downloaded but Go modules from the module proxy.
 set -euo pipefail
@@ -38,31 +40,82 @@ K8S=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 die() { echo "tools/build.sh: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
-check_go() {
-  # The official toolchain's usual place, when a fresh shell does not have it on PATH yet.
-  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-    export PATH=/usr/local/go/bin:$PATH
-  fi
-  if ! command -v go >/dev/null 2>&1; then
-    die "Go >= $GO_MIN_VERSION is needed to build the test binaries, and 'go' is not on PATH.
-  Install the official Go toolchain ($GO_MIN_VERSION or newer: the release archive unpacked into
-  /usr/local/go, then PATH=/usr/local/go/bin:\$PATH); Debian's golang package is too old."
-  fi
-  local have
-  have=$(GOTOOLCHAIN=local go env GOVERSION) # go1.26.8
-  have=${have#go}
+# go_version GO: the version of the go command GO (1.26.8), or nothing if it does not run.
+go_version() {
+  local v
+  v=$(GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null) || return 0
+  echo "${v#go}"
+}
+
+# go_recent VERSION: whether VERSION is GO_MIN_VERSION or newer.
+go_recent() {
   local hmaj hmin wmaj wmin
-  IFS=. read -r hmaj hmin _ <<<"$have.0"
+  [[ -n $1 ]] || return 1
+  IFS=. read -r hmaj hmin _ <<<"$1.0"
   IFS=. read -r wmaj wmin _ <<<"$GO_MIN_VERSION.0"
   hmin=${hmin%%[!0-9]*}
-  if ((hmaj < wmaj || (hmaj == wmaj && hmin < wmin))); then
-    die "Go >= $GO_MIN_VERSION is needed to build the test binaries; $(command -v go) is go$have.
-  Install the official Go toolchain ($GO_MIN_VERSION or newer) and put it first on PATH;
-  Debian's golang package is too old."
+  ((hmaj > wmaj || (hmaj == wmaj && hmin >= wmin)))
+}
+
+# Where fetch_go unpacks Go $GO_TOOLCHAIN_VERSION: the module cache's copy of its module.
+fetched_goroot() {
+  local arch
+  case $(uname -m) in
+    x86_64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) arch=$(uname -m) ;;
+  esac
+  echo "$ROOT/go/mod/golang.org/toolchain@v0.0.1-go$GO_TOOLCHAIN_VERSION.$(uname -s | tr '[:upper:]' '[:lower:]')-$arch"
+}
+
+# Use a Go >= GO_MIN_VERSION: the go on PATH, else the official toolchain's usual place (a
+# fresh shell may not have it on PATH yet), else the one an earlier run fetched; else fetch it.
+check_go() {
+  local go fetched
+  go=$(command -v go || true)
+  if [[ -n $go ]] && go_recent "$(go_version "$go")"; then
+    return
   fi
+  fetched=$(fetched_goroot)
+  for go in /usr/local/go/bin/go "$fetched/bin/go"; do
+    if [[ -x $go ]] && go_recent "$(go_version "$go")"; then
+      export PATH=${go%/go}:$PATH
+      return
+    fi
+  done
+  fetch_go "$fetched"
+}
+
+# fetch_go GOROOT: fetch Go $GO_TOOLCHAIN_VERSION from the Go module proxy, where every Go
+# release is a module, golang.org/toolchain (what GOTOOLCHAIN=go<version> downloads in Go 1.21
+# and later), using the older go found on PATH to download it: any go that knows modules will
+# do, Debian 12's golang-go (Go 1.19, older than GOTOOLCHAIN) too. The download is checked
+# against the checksum database like any module's, and the toolchain is cached with them.
+fetch_go() {
+  local goroot=$1 old start
+  old=$(command -v go) || die "Go >= $GO_MIN_VERSION is needed to build the test binaries, and there is no go at all.
+  Install any Go (Debian's golang-go will do: apt-get install golang-go) and this script fetches
+  Go $GO_TOOLCHAIN_VERSION from the Go module proxy; or install the official Go toolchain
+  ($GO_MIN_VERSION or newer) in /usr/local/go."
+  echo "No Go >= $GO_MIN_VERSION found ($old is go$(go_version "$old")): fetching Go" \
+    "$GO_TOOLCHAIN_VERSION from the Go module proxy into $ROOT/go/mod."
+  start=$SECONDS
+  mkdir -p "$ROOT/go/mod"
+  (cd "$ROOT" && GOMODCACHE=$ROOT/go/mod GOTOOLCHAIN=local GOFLAGS= GO111MODULE=on \
+    "$old" mod download "golang.org/toolchain@${goroot##*/toolchain@}") ||
+    die "could not fetch Go $GO_TOOLCHAIN_VERSION (golang.org/toolchain) with $old"
+  # Module zips keep no file modes: set the execute bits as the go command does on the
+  # toolchains it downloads (bin/ last, so that bin/go never runs before its tools can).
+  find "$goroot/pkg/tool" -type f -exec chmod a+x {} +
+  [[ ! -d $goroot/lib ]] || find "$goroot/lib" -type f -name 'go_?*_?*_exec' -exec chmod a+x {} +
+  chmod a+x "$goroot"/bin/*
+  go_recent "$(go_version "$goroot/bin/go")" ||
+    die "$goroot/bin/go is not Go >= $GO_MIN_VERSION (GO_TOOLCHAIN_VERSION in tools/versions.env)"
+  export PATH=$goroot/bin:$PATH
+  echo "fetched go$(go_version "$goroot/bin/go") in $((SECONDS - start)) s"
 }
 
 go_env() {

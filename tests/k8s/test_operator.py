@@ -16,6 +16,7 @@ from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.local.k8s import KwokCluster
 from pipeorch.local.up import workers_online
 
+from ..integration.conftest import assert_replicas_agree
 from .conftest import ROOT, get_json, table
 
 EXAMPLES = ROOT / "examples"
@@ -62,6 +63,8 @@ class Operated:
 
 @pytest.fixture(scope="module")
 def operated(crds: KwokCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
+    """The module's system; on teardown, every live replica must hold the same state and none
+    may have truncated an applied entry."""
     namespace = f"op-{secrets.token_hex(4)}"
     crds.kubectl("create", "namespace", namespace)
     cluster = LocalCluster(
@@ -72,14 +75,17 @@ def operated(crds: KwokCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         kubeconfig=crds.kubeconfig,
         watch_namespace=namespace,
     )
-    with cluster.logs_on_failure():
-        cluster.start()
-        for region in ("aws", "gcp", "azure"):
-            cluster.add_worker(region, worker_id=f"{region}-w1", heartbeat=0.3, slots=2)
-        wait_until(lambda: workers_online(cluster, 3), 30, what="workers online")
-        yield Operated(crds, cluster, namespace)
-    cluster.stop()
-    crds.kubectl("delete", "namespace", namespace, "--wait=false")
+    try:
+        with cluster.logs_on_failure():
+            cluster.start()
+            for region in ("aws", "gcp", "azure"):
+                cluster.add_worker(region, worker_id=f"{region}-w1", heartbeat=0.3, slots=2)
+            wait_until(lambda: workers_online(cluster, 3), 30, what="workers online")
+            yield Operated(crds, cluster, namespace)
+            assert_replicas_agree(cluster)
+    finally:
+        cluster.stop()
+        crds.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def sleepy(name: str, steps: int, seconds: float = 1.0) -> str:

@@ -18,8 +18,14 @@ from pipeorch.raft.node import RaftNode
 from pipeorch.settings import ControlPlaneSettings, RaftTiming
 
 
+def assert_no_truncations(group: dict[str, RaftNode]) -> None:
+    truncations = {node_id: n.status().applied_truncations for node_id, n in group.items()}
+    assert set(truncations.values()) == {0}, f"applied entries truncated: {truncations}"
+
+
 @pytest.fixture
 def nodes(tmp_path) -> Iterator[dict[str, RaftNode]]:
+    """Three nodes in this process; on teardown, none may have truncated an applied entry."""
     members = {f"cp-{i}": f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
     group = {
         node_id: RaftNode(
@@ -32,9 +38,12 @@ def nodes(tmp_path) -> Iterator[dict[str, RaftNode]]:
         )
         for node_id in members
     }
-    yield group
-    for node in group.values():
-        node.destroy()
+    try:
+        yield group
+        assert_no_truncations(group)
+    finally:
+        for node in group.values():
+            node.destroy()
 
 
 def leader_of(nodes: dict[str, RaftNode]) -> RaftNode:
@@ -150,6 +159,7 @@ def test_peers_dialled_through_a_gateway_keep_their_identity(tmp_path):
         assert relays["cp-0"].relayed > 0
         assert relays["cp-1"].relayed > 0
         assert relays["cp-2"].relayed == 0
+        assert_no_truncations(group)
     finally:
         for node in group.values():
             node.destroy()
@@ -181,6 +191,7 @@ def test_a_replica_with_the_wrong_password_cannot_join(tmp_path):
         assert status.revision == 0
         assert status.leader_id is None
         assert not any(p.connected for p in status.peers)
+        assert_no_truncations({**group, "cp-2": intruder})
     finally:
         for n in [*group.values(), intruder]:
             n.destroy()
