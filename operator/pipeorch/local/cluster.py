@@ -357,7 +357,11 @@ class LocalCluster(ReplicaViews):
         self._http.close()
 
     def __enter__(self) -> LocalCluster:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # what did start (MinIO, some replicas) must not outlive the failure
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

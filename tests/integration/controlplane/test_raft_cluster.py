@@ -185,3 +185,19 @@ def test_the_client_sends_its_writes_to_the_leader(cluster: LocalCluster):
     # Configured behind both followers, yet the leader proposed the write: no follower hop.
     assert after[leader] > before[leader]
     assert all(after[n] == before[n] for n in followers)
+
+
+def test_a_cluster_that_fails_to_start_stops_what_it_started(tmp_path, monkeypatch):
+    local = LocalCluster(tmp_path / "failing", store_region="local")
+    started = []
+
+    def no_leader(timeout: float = 20.0) -> str:
+        # By now MinIO and the three replicas run.
+        started.extend(p.popen for p in [local.store, *local.replicas.values()] if p and p.popen)
+        raise TimeoutError("a leader all live replicas agree on not reached")
+
+    monkeypatch.setattr(local, "wait_for_leader", no_leader)
+    with pytest.raises(TimeoutError), local:
+        pass
+    assert len(started) == 4
+    assert [p.poll() is not None for p in started] == [True] * 4  # none outlives the failure
