@@ -145,13 +145,15 @@ def create_app(
 
     @app.get("/cluster")
     def cluster() -> dict[str, Any]:
-        """Workers by region and status, as this replica has applied them."""
+        """Workers by region and status, as this replica has applied them, and which of them
+        wait on this replica for work now (worker id -> idle slots)."""
         status = node.status()
         return {
             "served_by": status.node_id,
             "leader": status.leader_id,
             "revision": status.revision,
             "regions": node.read(_regions),
+            "waiting_for_work": dict(sorted(control.waiting.items())),
         }
 
     @app.get("/metrics")

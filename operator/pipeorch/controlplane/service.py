@@ -58,6 +58,11 @@ class ChangeFeed:
     def notify_threadsafe(self) -> None:
         self._loop.call_soon_threadsafe(self._bump)
 
+    def poke(self) -> None:
+        """Wake the waiters from the event loop itself (for news that is not an applied
+        change, e.g. work handed to a waiting acquire)."""
+        self._bump()
+
     def _bump(self) -> None:
         self.version += 1
         self._event.set()
@@ -106,6 +111,12 @@ class ControlPlane:
         #: Tasks that plans made here put in commits still in flight. Concurrent completions
         #: would otherwise all pick the same oldest ready task, and all but one go without.
         self.promised: set[str] = set()
+        #: Workers whose AcquireTask waits on this replica now, with their idle slots: a
+        #: submission starts their share of its first steps in its own commit.
+        self.waiting: dict[str, int] = {}
+        #: Tasks such a submission started for a worker, until an AcquireTask of it takes them
+        #: (normally the one that was waiting; else its next one here, else the lease expires).
+        self._handed: dict[str, list[str]] = {}
 
     # ---- pipelines ------------------------------------------------------------------------
 
@@ -116,9 +127,21 @@ class ControlPlane:
         unless ``replace`` and that run has finished: then this submission replaces it."""
         pipeline = parse_pipeline(manifest)
         key = key or pipeline.metadata.uid or ""
-        build = core.replace_pipeline_cmd if replace else core.submit_pipeline_cmd
-        cmd = build(pipeline.name, key, spec_json(pipeline), time.time())
-        run, created = await self.node.awrite(cmd)
+        cmd = core.submit_and_start_cmd(
+            pipeline.name,
+            key,
+            spec_json(pipeline),
+            time.time(),
+            replace=replace,
+            waiting=sorted(self.waiting.items()),
+            topology=self.topology.to_plain(),
+            lease=self.task_lease,
+        )
+        run, created, started = await self.node.awrite(cmd)
+        for worker_id, refs in started.items():
+            self._handed.setdefault(worker_id, []).extend(refs)
+        if started:
+            self.feed.poke()
         if not created and key and run.submission_key and run.submission_key != key:
             raise Conflict(
                 f"pipeline {pipeline.name!r} already exists from another submission "
@@ -191,6 +214,9 @@ class ControlPlane:
         returned Running. Empty after ``wait`` with nothing to do."""
         deadline = time.monotonic() + max(0.0, wait)
         while True:
+            handed = self._take_handed(worker_id, count)
+            if handed:
+                return handed
             seen = self.feed.version
             scheduled = self.node.read(lambda s: _first_scheduled(s, worker_id))
             if scheduled is not None:
@@ -214,7 +240,22 @@ class ControlPlane:
             if remaining <= 0:
                 return []
             # Changes wake it; the tick covers retries whose backoff ends with no change.
-            await self.feed.wait(seen, min(remaining, self.tick))
+            self.waiting[worker_id] = count
+            try:
+                await self.feed.wait(seen, min(remaining, self.tick))
+            finally:
+                self.waiting.pop(worker_id, None)
+
+    def _take_handed(self, worker_id: str, count: int) -> list[Work]:
+        """Up to ``count`` of the tasks a submission started for the worker and that still run
+        there (a cancel or an expired lease may have taken one meanwhile)."""
+        refs = self._handed.pop(worker_id, None)
+        if not refs:
+            return []
+        current = self.node.read(lambda s: [r for r in refs if _runs_on(s, r, worker_id)])
+        if len(current) > count:
+            self._handed[worker_id] = current[count:]
+        return [self._work(ref) for ref in current[:count]]
 
     async def complete(
         self,
@@ -303,6 +344,11 @@ def _news(state: core.State, name: str, after_revision: int, until_finished: boo
     if until_finished:
         return run.phase is not RunPhase.RUNNING
     return run.revision > after_revision
+
+
+def _runs_on(state: core.State, ref: str, worker_id: str) -> bool:
+    task = state.runs.tasks.get(ref)
+    return task is not None and task.phase is TaskPhase.RUNNING and task.worker_id == worker_id
 
 
 def _first_scheduled(state: core.State, worker_id: str) -> tuple[str, int] | None:

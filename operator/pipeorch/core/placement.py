@@ -42,6 +42,34 @@ class Topology:
 
         return cls(rtt_ms=pairs(rtt_ms), bandwidth_mbps=pairs(bandwidth_mbps or {}))
 
+    def to_plain(self) -> tuple[Any, ...]:
+        """Plain data (sorted pairs and numbers) for a replicated command: every replica then
+        places with the same topology, whatever its own configuration says."""
+
+        def rows(table: dict[frozenset[str], float]) -> list[tuple[tuple[str, ...], float]]:
+            return sorted((tuple(sorted(pair)), value) for pair, value in table.items())
+
+        return (
+            rows(self.rtt_ms),
+            rows(self.bandwidth_mbps),
+            self.local_rtt_ms,
+            self.local_bandwidth_mbps,
+            self.default_rtt_ms,
+            self.default_bandwidth_mbps,
+        )
+
+    @classmethod
+    def from_plain(cls, plain: tuple[Any, ...]) -> Topology:
+        rtt, bandwidth, local_rtt, local_bandwidth, default_rtt, default_bandwidth = plain
+        return cls(
+            rtt_ms={frozenset(pair): value for pair, value in rtt},
+            bandwidth_mbps={frozenset(pair): value for pair, value in bandwidth},
+            local_rtt_ms=local_rtt,
+            local_bandwidth_mbps=local_bandwidth,
+            default_rtt_ms=default_rtt,
+            default_bandwidth_mbps=default_bandwidth,
+        )
+
     def rtt(self, a: str, b: str) -> float:
         if a == b:
             return self.local_rtt_ms

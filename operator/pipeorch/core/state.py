@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeorch.core.placement import Topology, plan_for
 from pipeorch.core.runs import Artifact, FailureClass, Outcome, Run, Runs
 from pipeorch.core.workers import Registration, Worker, WorkerStatus
 
@@ -167,9 +168,23 @@ def submit_pipeline_cmd(name: str, key: str, spec_json: str, now: float) -> Comm
     return ("pipeline.submit/1", (name, key, spec_json, now))
 
 
-def replace_pipeline_cmd(name: str, key: str, spec_json: str, now: float) -> Command:
-    """As submit, but a finished run of that name from another key is replaced."""
-    return ("pipeline.replace/1", (name, key, spec_json, now))
+def submit_and_start_cmd(
+    name: str,
+    key: str,
+    spec_json: str,
+    now: float,
+    *,
+    replace: bool,
+    waiting: list[tuple[str, int]],
+    topology: tuple[Any, ...],
+    lease: float,
+) -> Command:
+    """Submit (``replace``: or replace) a pipeline, and in the same entry start on each worker
+    ``waiting`` for work (worker id, idle slots) its share of the placement plan: a worker whose
+    AcquireTask is parked gets the new pipeline's first steps without another commit.
+    ``topology`` is ``Topology.to_plain()``, so every replica places alike."""
+    args = (name, key, spec_json, now, replace, list(waiting), topology, lease)
+    return ("pipeline.submit_start/1", args)
 
 
 def cancel_pipeline_cmd(name: str, now: float) -> Command:
@@ -276,6 +291,26 @@ def _replace(state: State, args: tuple[Any, ...]) -> tuple[Run, bool]:
     return state.runs.replace(*args)
 
 
+def _submit_start(state: State, args: tuple[Any, ...]) -> tuple[Run, bool, dict[str, list[str]]]:
+    """The submission, then each waiting worker's share of the plan, started (worker id ->
+    task ids). Placement runs here, on every replica: it is a function of the state, the
+    command's arguments and nothing else."""
+    name, key, spec_json, now, replace, waiting, topology, lease = args
+    submit = state.runs.replace if replace else state.runs.submit
+    run, created = submit(name, key, spec_json, now)
+    started: dict[str, list[str]] = {}
+    if not created or not waiting:
+        return run, created, started
+    places = Topology.from_plain(topology)
+    for worker_id, count in waiting:
+        planned = plan_for(worker_id, state.runs, state.workers.values(), places, now, count)
+        tasks = [(a.task_id, a.region, a.estimated_transfer_seconds) for a in planned]
+        refs = _assign_start(state, (worker_id, tasks, now, lease))
+        if refs:
+            started[worker_id] = refs
+    return run, created, started
+
+
 def _cancel(state: State, args: tuple[Any, ...]) -> Run | Rejected:
     name, now = args
     run = state.runs.cancel(name, now)
@@ -354,6 +389,7 @@ _HANDLERS: dict[str, Callable[[State, tuple[Any, ...]], Any]] = {
     "worker.mark_offline/2": _mark_offline,
     "pipeline.submit/1": _submit,
     "pipeline.replace/1": _replace,
+    "pipeline.submit_start/1": _submit_start,
     "pipeline.cancel/1": _cancel,
     "task.assign/1": _assign,
     "task.start/1": _start,

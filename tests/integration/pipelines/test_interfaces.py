@@ -8,6 +8,8 @@ import sys
 
 import httpx
 
+from pipeorch.local.cluster import wait_until
+
 from .conftest import EXAMPLES, PipelineCluster
 
 PIPEORCH = [sys.executable, "-m", "pipeorch.cli"]
@@ -104,3 +106,29 @@ def test_http_pipeline_api(pipelines: PipelineCluster):
     assert bad.status_code == 422
     fields = {e["field"] for e in bad.json()["errors"]}
     assert {"apiVersion", "metadata", "spec"} <= fields
+
+
+def test_waiting_workers_get_a_new_pipelines_first_steps_in_the_submit_commit(
+    pipelines: PipelineCluster,
+):
+    cluster = pipelines.cluster
+    leader = cluster.replicas[cluster.wait_for_leader()]
+
+    def waiting() -> dict[str, int]:
+        return httpx.get(f"http://{leader.http}/cluster", timeout=5).json()["waiting_for_work"]
+
+    # All four workers have moved to the leader, and their long polls wait there.
+    wait_until(lambda: len(waiting()) == 4, 30, what="every worker waiting on the leader")
+    manifest = (
+        '{"apiVersion": "pipeorch.dev/v1alpha1", "kind": "Pipeline", "metadata": {"name": "q"},'
+        ' "spec": {"steps": [{"name": "one", "command": ["true"]},'
+        ' {"name": "two", "command": ["true"], "dependsOn": ["one"]}]}}'
+    )
+    pipelines.submit(manifest)
+    status = pipelines.wait_finished("q")
+    assert status.phase == "Succeeded"
+    first, second = sorted(status.tasks, key=lambda t: t.started_at)
+    # Ready and running in the same commit: the submission's own.
+    assert first.started_at == first.ready_at
+    assert first.step == "one"
+    assert second.phase == "Succeeded"

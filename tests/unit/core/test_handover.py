@@ -120,3 +120,79 @@ def test_an_offline_worker_is_handed_nothing():
     cmd = core.assign_and_start_cmd("aws-1", [("p.a", "aws", 0.0)], 100.0, LEASE)
     assert core.apply_command(state, cmd) == []
     assert state.runs.tasks["p.a"].phase is TaskPhase.READY
+
+
+FAN = """    - {name: a, run: "m:f"}
+    - {name: b, run: "m:f"}
+    - {name: c, run: "m:f"}
+    - {name: d, run: "m:f", dependsOn: [a]}
+"""
+
+
+def submit_start(state: core.State, waiting: list[tuple[str, int]], name: str = "p", now=5.0):
+    head = f"apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\n"
+    pipeline = parse_pipeline(head + "spec:\n  steps:\n" + FAN)
+    cmd = core.submit_and_start_cmd(
+        name,
+        "k",
+        spec_json(pipeline),
+        now,
+        replace=False,
+        waiting=waiting,
+        topology=TOPOLOGY.to_plain(),
+        lease=LEASE,
+    )
+    return core.apply_command(state, cmd)
+
+
+def test_a_submission_starts_its_first_steps_on_the_waiting_workers_in_its_own_command():
+    state = new_state(slots=2)
+    run, created, started = submit_start(state, [("aws-1", 2), ("aws-2", 2), ("gcp-1", 2)])
+    assert created
+    assert run.name == "p"
+    # Each waiting worker gets its share of the plan, up to the slots it waits with; the
+    # dependent step waits for its dependency.
+    assert sorted(r for refs in started.values() for r in refs) == ["p.a", "p.b", "p.c"]
+    for worker_id, refs in started.items():
+        for ref in refs:
+            task = state.runs.tasks[ref]
+            assert (task.phase, task.worker_id) == (TaskPhase.RUNNING, worker_id)
+            assert task.ready_at == task.started_at == 5.0  # ready and running in one commit
+    assert state.runs.tasks["p.d"].phase is TaskPhase.PENDING
+
+
+def test_a_waiting_worker_gets_no_more_than_the_slots_it_waits_with():
+    state = new_state(slots=4)
+    _, _, started = submit_start(state, [("aws-1", 1)])
+    assert len(started["aws-1"]) == 1
+
+
+def test_a_submission_with_no_waiting_worker_or_a_second_time_starts_nothing():
+    state = new_state()
+    assert submit_start(state, [])[2] == {}
+    assert state.runs.tasks["p.a"].phase is TaskPhase.READY
+    _, created, started = submit_start(state, [("aws-1", 2)])  # the same name again
+    assert not created
+    assert started == {}
+
+
+def test_an_offline_waiting_worker_gets_nothing():
+    state = new_state()
+    core.apply_command(state, core.mark_offline_cmd(("aws-1",), 3.0))
+    _, _, started = submit_start(state, [("aws-1", 2), ("aws-2", 1)])
+    assert list(started) == ["aws-2"]
+
+
+def test_every_replica_places_a_submission_alike():
+    one, two = new_state(), new_state()
+    # The topology travels in the command: a replica's own configuration plays no part.
+    assert (
+        submit_start(one, [("aws-2", 1), ("gcp-1", 2)])[2]
+        == (submit_start(two, [("aws-2", 1), ("gcp-1", 2)])[2])
+    )
+    assert one.digest() == two.digest()
+
+
+def test_topology_survives_its_plain_form():
+    topology = Topology.from_matrix({"aws": {"gcp": 50, "azure": 75}}, {"aws": {"gcp": 900}})
+    assert Topology.from_plain(topology.to_plain()) == topology
