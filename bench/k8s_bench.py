@@ -13,7 +13,6 @@ Results: bench/results/k8s.json and a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from bench.raft_bench import RESULTS, applied_truncations, pct, truncation_status
+from bench.raft_bench import applied_truncations, pct, truncation_status, write_results
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.local.k8s import KwokCluster
 from pipeorch.local.up import workers_online
@@ -238,8 +237,7 @@ def main() -> int:
         "failover_to_tasks_of_new_pipeline": summary([p for _, p in failovers]),
         "applied_truncations": truncations,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "k8s.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results("k8s.json", result)
     for what, figures in result.items():
         print(f"{what:38} {figures}")
     return truncation_status(truncations)

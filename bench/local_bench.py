@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import yaml
 
-from bench.raft_bench import RESULTS, applied_truncations, pct, truncation_status
+from bench.raft_bench import applied_truncations, pct, truncation_status, write_results
 from pipeorch.console import Client
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.local.processes import wait_until
@@ -237,9 +237,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pipeorch-bench-") as tmp:
         results = bench(Path(tmp), args)
     results["bench_seconds"] = time.monotonic() - started
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "local-latency.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results("local-latency.json", results)
     print(table(results))
     print(f"\nresults written to {path} ({results['bench_seconds']:.0f} s)")
     return truncation_status(results["applied_truncations"])

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench import compare
-from bench.raft_bench import RESULTS, applied_truncations, pct, truncation_status
+from bench.raft_bench import applied_truncations, pct, truncation_status, write_results
 from pipeorch.console import Client
 from pipeorch.local.cluster import LocalCluster, wait_until
 from pipeorch.local.up import workers_online
@@ -193,9 +193,7 @@ def main() -> int:
         "scheduling_overhead_p99_ms": pct(sched, 0.99) * 1e3,
         "applied_truncations": truncations,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "pipelines-loopback.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results("pipelines-loopback.json", results)
     r = results
     rows = [
         (

@@ -39,6 +39,14 @@ from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 RESULTS = Path(__file__).parent / "results"
 
 
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """``results`` as indented JSON in ``bench/results/<name>``; returns the path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -361,9 +369,7 @@ def main() -> int:
         + results["failover"]["applied_truncations"]
         + results["grpc_heartbeat"]["applied_truncations"]
     )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "raft-loopback.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results("raft-loopback.json", results)
     print(table(results))
     print(f"\nresults written to {path}")
     return truncation_status(results["applied_truncations"])

@@ -43,6 +43,13 @@ class Operated:
         )["items"]
         return items
 
+    def wait_task_running(self, pipeline: str, timeout: float = 60) -> None:
+        def running() -> bool:
+            phases = [t.get("status", {}).get("phase") for t in self.tasks(pipeline)]
+            return "Running" in phases
+
+        wait_until(running, timeout, interval=0.1, what=f"a task of {pipeline} running")
+
     def phase(self, kind: str, name: str) -> str | None:
         return self.get(kind, name).get("status", {}).get("phase")
 
@@ -157,14 +164,7 @@ def test_a_cycle_ends_invalid_naming_the_field(operated: Operated) -> None:
 
 def test_a_deleted_pipeline_takes_its_tasks_and_work_with_it(operated: Operated) -> None:
     operated.apply(sleepy("doomed", steps=3, seconds=2))
-    wait_until(
-        lambda: any(
-            t.get("status", {}).get("phase") == "Running" for t in operated.tasks("doomed")
-        ),
-        60,
-        interval=0.1,
-        what="a task of doomed running",
-    )
+    operated.wait_task_running("doomed")
     operated.kubectl("delete", "pipeline", "doomed", "--wait=false")
     wait_until(lambda: operated.tasks("doomed") == [], 60, what="doomed's Tasks collected")
     wait_until(lambda: operated.run("doomed")["phase"] == "Cancelled", 30, what="doomed cancelled")
@@ -225,14 +225,7 @@ def test_a_cloudregion_gets_workers_on_its_nodes_and_the_latency_map(operated: O
 def test_the_operator_follows_the_raft_leader(operated: Operated) -> None:
     cluster = operated.cluster
     operated.apply(sleepy("failover", steps=4, seconds=1))
-    wait_until(
-        lambda: any(
-            t.get("status", {}).get("phase") == "Running" for t in operated.tasks("failover")
-        ),
-        60,
-        interval=0.1,
-        what="a task of failover running",
-    )
+    operated.wait_task_running("failover")
     old = cluster.wait_for_leader()
     cluster.kill_replica(old)
     try:
@@ -250,14 +243,7 @@ def test_a_restarted_control_plane_readopts_everything(operated: Operated) -> No
     cluster = operated.cluster
     before = {t["metadata"]["name"]: t["metadata"]["uid"] for t in operated.tasks("energy-report")}
     operated.apply(sleepy("orphan", steps=3, seconds=2))
-    wait_until(
-        lambda: any(
-            t.get("status", {}).get("phase") == "Running" for t in operated.tasks("orphan")
-        ),
-        60,
-        interval=0.1,
-        what="a task of orphan running",
-    )
+    operated.wait_task_running("orphan")
     for replica in cluster.replicas.values():
         replica.kill()
     # Deleted while no operator runs: no event will ever tell of it.
