@@ -7,18 +7,17 @@ and names the last leader this replica knew of.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from pipeorch.controlplane import views
 from pipeorch.controlplane.metrics import Metrics
-from pipeorch.controlplane.service import ControlPlane
+from pipeorch.controlplane.service import Completion, ControlPlane
 from pipeorch.core import state as core
 from pipeorch.core.runs import Outcome
 from pipeorch.core.workers import check_worker_id, validate_registration
@@ -138,7 +137,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
     async def CompleteTask(
         self, request: pb.CompleteTaskRequest, context: Context
     ) -> pb.CompleteTaskResponse:
-        return await self._complete(request)
+        (answer,) = await self._complete([request])
+        return answer
 
     @rpc
     async def CompleteTasks(
@@ -146,34 +146,39 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
     ) -> pb.CompleteTasksResponse:
         if len(request.completions) > MAX_BATCH:
             raise InvalidInput("completions", f"at most {MAX_BATCH} per call")
-        for completion in request.completions:  # all checked before any is applied
-            check_worker_id(completion.worker_id)
-            _ref(completion.task)
-        # Concurrent writes: the Raft node commits them together in one entry.
-        results = await asyncio.gather(*(self._complete(c) for c in request.completions))
-        return pb.CompleteTasksResponse(results=results)
+        return pb.CompleteTasksResponse(results=await self._complete(request.completions))
 
-    async def _complete(self, request: pb.CompleteTaskRequest) -> pb.CompleteTaskResponse:
-        check_worker_id(request.worker_id)
-        ref, attempt = _ref(request.task)
-        step = ref.rsplit(".", 1)[-1]
-        outputs = [views.artifact_from_pb(o, step) for o in request.outputs]
-        take_next = min(request.take_next, MAX_TAKE_NEXT)
-        outcome, work = await self._control.complete(
-            request.worker_id,
-            ref,
-            attempt,
-            outputs,
-            request.log_key,
-            request.log_tail,
-            take_next,
-        )
-        self._metrics.count_report("complete", outcome.accepted)
-        return pb.CompleteTaskResponse(
-            accepted=outcome.accepted,
-            reason=outcome.reason,
-            next_tasks=[views.assignment_pb(w) for w in work],
-        )
+    async def _complete(
+        self, requests: Sequence[pb.CompleteTaskRequest]
+    ) -> list[pb.CompleteTaskResponse]:
+        """All checked before any is applied; then committed together, in one entry."""
+        reports = []
+        for request in requests:
+            check_worker_id(request.worker_id)
+            ref, attempt = _ref(request.task)
+            step = ref.rsplit(".", 1)[-1]
+            reports.append(
+                Completion(
+                    request.worker_id,
+                    ref,
+                    attempt,
+                    [views.artifact_from_pb(o, step) for o in request.outputs],
+                    request.log_key,
+                    request.log_tail,
+                    min(request.take_next, MAX_TAKE_NEXT),
+                )
+            )
+        answers = []
+        for outcome, work in await self._control.complete(reports):
+            self._metrics.count_report("complete", outcome.accepted)
+            answers.append(
+                pb.CompleteTaskResponse(
+                    accepted=outcome.accepted,
+                    reason=outcome.reason,
+                    next_tasks=[views.assignment_pb(w) for w in work],
+                )
+            )
+        return answers
 
     @rpc
     async def FailTask(self, request: pb.FailTaskRequest, context: Context) -> pb.FailTaskResponse:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from pipeorch.core import state as core
 from pipeorch.core.placement import Topology, plan_for
@@ -20,6 +21,8 @@ from pipeorch.core.spec import Step, parse_pipeline, spec_json
 from pipeorch.core.workers import WorkerStatus
 from pipeorch.errors import Conflict, NotFound
 from pipeorch.raft.node import RaftNode
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,20 @@ class RunView:
     def started_at(self) -> float:
         started = [t.started_at for t in self.tasks if t.started_at]
         return min(started) if started else 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A worker's report that an attempt succeeded, with what it made."""
+
+    worker_id: str
+    ref: str
+    attempt: int
+    outputs: list[dict[str, object]]
+    log_key: str = ""
+    log_tail: str = ""
+    #: Tasks the worker takes with the answer (the slot this attempt freed).
+    take_next: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,10 +248,13 @@ class ControlPlane:
             )
             if plan:
                 started = await self._commit_promised(
-                    plan, core.assign_and_start_cmd(worker_id, plan, now, self.task_lease)
+                    [plan],
+                    self.node.awrite(
+                        core.assign_and_start_cmd(worker_id, plan, now, self.task_lease)
+                    ),
                 )
                 if started:
-                    return [self._work(ref) for ref in started]
+                    return self._works(started)
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -257,27 +277,47 @@ class ControlPlane:
             self._handed[worker_id] = current[count:]
         return [self._work(ref) for ref in current[:count]]
 
-    async def complete(
-        self,
-        worker_id: str,
-        ref: str,
-        attempt: int,
-        outputs: list[dict[str, object]],
-        log_key: str,
-        log_tail: str,
-        take_next: int = 0,
-    ) -> tuple[Outcome, list[Work]]:
-        """Record the completion; with ``take_next``, also start up to that many tasks on the
-        worker, placed as the scheduler would place them, and return them as its next work."""
+    async def complete(self, reports: list[Completion]) -> list[tuple[Outcome, list[Work]]]:
+        """Record completions, committed together; each may also start up to its
+        ``take_next`` tasks on its worker, placed as the scheduler would place them, returned
+        as that worker's next work. One read, one write and one wake-up for the lot."""
+        if not reports:
+            return []
         now = time.time()
-        plan = self.node.read(
-            lambda s: self._plan_for(s, worker_id, now, take_next, after=(ref, attempt))
-        )
-        cmd = core.complete_and_continue_cmd(
-            ref, attempt, worker_id, outputs, log_key, log_tail, now, plan, self.task_lease
-        )
-        outcome, started = await self._commit_promised(plan, cmd)
-        return outcome, [self._work(r) for r in started]
+        plans = self.node.read(lambda s: self._plans_after(s, now, reports))
+        commands = [
+            core.complete_and_continue_cmd(
+                r.ref,
+                r.attempt,
+                r.worker_id,
+                r.outputs,
+                r.log_key,
+                r.log_tail,
+                now,
+                plan,
+                self.task_lease,
+            )
+            for r, plan in zip(reports, plans, strict=True)
+        ]
+        results = await self._commit_promised(plans, self.node.awrite_all(commands))
+        started_refs = [ref for _, started in results for ref in started]
+        works = dict(zip(started_refs, self._works(started_refs), strict=True))
+        return [(outcome, [works[ref] for ref in started]) for outcome, started in results]
+
+    def _plans_after(
+        self, state: core.State, now: float, reports: list[Completion]
+    ) -> list[list[tuple[str, str, float]]]:
+        """Each report's follow-ups: planned one after another, each leaving out what the
+        ones before it took."""
+        promised = set(self.promised)
+        plans = []
+        for r in reports:
+            plan = self._plan_for(
+                state, r.worker_id, now, r.take_next, after=(r.ref, r.attempt), promised=promised
+            )
+            promised.update(ref for ref, _, _ in plan)
+            plans.append(plan)
+        return plans
 
     def _plan_for(
         self,
@@ -286,6 +326,7 @@ class ControlPlane:
         now: float,
         count: int = 1,
         after: tuple[str, int] | None = None,
+        promised: set[str] | None = None,
     ) -> list[tuple[str, str, float]]:
         """(task id, region, estimated transfer seconds) for the worker, from its share of the
         plan; ``after`` names its task that is about to succeed (see ``plan_for``)."""
@@ -303,22 +344,30 @@ class ControlPlane:
             now,
             count,
             after=done,
-            promised=self.promised,
+            promised=self.promised if promised is None else promised,
         )
         return [(a.task_id, a.region, a.estimated_transfer_seconds) for a in planned]
 
-    async def _commit_promised(self, plan: list[tuple[str, str, float]], cmd: core.Command) -> Any:
-        """Write ``cmd``, with its planned tasks promised until it applies: concurrent plans
-        would otherwise all pick the same oldest ready task, and all but one come back empty."""
-        promised = {ref for ref, _, _ in plan}
+    async def _commit_promised(
+        self, plans: list[list[tuple[str, str, float]]], write: Awaitable[T]
+    ) -> T:
+        """Await ``write`` with the tasks its plans place promised until it applies: concurrent
+        plans would otherwise all pick the same oldest ready task, and all but one come back
+        empty."""
+        promised = {ref for plan in plans for ref, _, _ in plan}
         self.promised |= promised
         try:
-            return await self.node.awrite(cmd)
+            return await write
         finally:
             self.promised -= promised
 
     def _work(self, ref: str) -> Work:
         return self.node.read(functools.partial(_work, ref=ref))
+
+    def _works(self, refs: list[str]) -> list[Work]:
+        if not refs:
+            return []
+        return self.node.read(lambda s: [_work(s, ref) for ref in refs])
 
     async def fail(
         self,

@@ -35,9 +35,20 @@ ENTRY_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(eq=False)
-class _Batch:
+class _Group:
+    """Commands that travel in one batch and share one future: a list of their results, or
+    (``single``) the one command's result."""
+
     commands: list[Command]
-    futures: list[Future[Any]]
+    size: int
+    future: Future[Any]
+    single: bool
+
+
+@dataclass(eq=False)
+class _Batch:
+    groups: list[_Group]
+    commands: list[Command]
     proposed_at: float = field(default_factory=time.monotonic)
     settled: bool = False
 
@@ -66,20 +77,30 @@ class GroupCommitter:
         self._describe_failure = describe_failure
         self._observe_commit = observe_commit
         self._lock = threading.RLock()
-        self._pending: list[tuple[Command, int, Future[Any]]] = []
+        self._pending: list[_Group] = []
         self._inflight: set[_Batch] = set()
 
     def submit(self, command: Command, size: int) -> Future[Any]:
         """Queue ``command`` (``size`` bytes when pickled) for the next batch."""
-        future: Future[Any] = Future()
+        return self._queue(_Group([command], size, Future(), single=True))
+
+    def submit_all(self, commands: list[Command], size: int) -> Future[list[Any]]:
+        """Queue ``commands`` (``size`` bytes in all) to travel in one batch, in order, with one
+        future for their list of results: a caller with many writes at once pays for one
+        future and one wake-up, not one each. The group is never split across batches."""
+        return self._queue(_Group(list(commands), size, Future(), single=False))
+
+    def _queue(self, group: _Group) -> Future[Any]:
         with self._lock:
-            self._pending.append((command, size, future))
+            self._pending.append(group)
             self._flush_locked()
-        return future
+        return group.future
 
     def pending_count(self) -> int:
         with self._lock:
-            return len(self._pending) + sum(len(b.commands) for b in self._inflight)
+            return sum(len(g.commands) for g in self._pending) + sum(
+                len(b.commands) for b in self._inflight
+            )
 
     def _flush_locked(self) -> None:
         now = time.monotonic()
@@ -87,18 +108,19 @@ class GroupCommitter:
             self._inflight.discard(batch)  # its callers time out on their own
         while self._pending and len(self._inflight) < self._max_inflight:
             taken = self._take_batch()
-            batch = _Batch([c for c, _, _ in taken], [f for _, _, f in taken])
+            batch = _Batch(taken, [c for g in taken for c in g.commands])
             self._inflight.add(batch)
             self._propose(batch.commands, self._settler(batch))
 
-    def _take_batch(self) -> list[tuple[Command, int, Future[Any]]]:
-        """The longest prefix of pending commands within the count and byte limits (at least
-        one command, which ``RaftNode`` has already checked against MAX_COMMAND_BYTES)."""
-        total = 0
+    def _take_batch(self) -> list[_Group]:
+        """The longest prefix of pending groups within the command and byte limits (at least
+        one group, whose commands ``RaftNode`` has already checked against the limits)."""
+        total_bytes = total_commands = 0
         end = 0
-        for end, (_, size, _) in enumerate(self._pending[:MAX_BATCH_COMMANDS], start=1):
-            total += size
-            if total > MAX_BATCH_BYTES and end > 1:
+        for end, group in enumerate(self._pending, start=1):
+            total_bytes += group.size
+            total_commands += len(group.commands)
+            if (total_bytes > MAX_BATCH_BYTES or total_commands > MAX_BATCH_COMMANDS) and end > 1:
                 end -= 1
                 break
         taken = self._pending[:end]
@@ -121,11 +143,14 @@ class GroupCommitter:
                 self._observe_commit(time.monotonic() - batch.proposed_at, len(batch.commands))
             self._flush_locked()
         if error == 0:
-            for future, result in zip(batch.futures, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            start = 0
+            for group in batch.groups:
+                end = start + len(group.commands)
+                if not group.future.done():
+                    group.future.set_result(results[start] if group.single else results[start:end])
+                start = end
         else:
             failure = self._describe_failure(error)
-            for future in batch.futures:
-                if not future.done():
-                    future.set_exception(failure)
+            for group in batch.groups:
+                if not group.future.done():
+                    group.future.set_exception(failure)

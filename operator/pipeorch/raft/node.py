@@ -26,7 +26,12 @@ from pysyncobj.node import TCPNode
 
 from pipeorch.core import state as core
 from pipeorch.errors import InvalidInput, Unavailable
-from pipeorch.raft.commit import ENTRY_CHUNK_BYTES, MAX_COMMAND_BYTES, GroupCommitter
+from pipeorch.raft.commit import (
+    ENTRY_CHUNK_BYTES,
+    MAX_BATCH_COMMANDS,
+    MAX_COMMAND_BYTES,
+    GroupCommitter,
+)
 from pipeorch.raft.guard import GuardedSyncObj
 from pipeorch.settings import ControlPlaneSettings
 
@@ -229,20 +234,30 @@ class RaftNode:
 
     def submit(self, command: core.Command) -> Future[Any]:
         """Propose a command; the future resolves once it is applied here."""
-        size = len(pickle.dumps(command, protocol=2))
+        size = _checked_size(command)
+        return self._unless_no_quorum() or self._committer.submit(command, size)
+
+    def submit_all(self, commands: list[core.Command]) -> Future[list[Any]]:
+        """Propose commands to commit together, in order, in one entry; the future resolves to
+        their results once applied here. Together they are held to one command's size limit."""
+        if len(commands) > MAX_BATCH_COMMANDS:
+            raise InvalidInput("commands", f"at most {MAX_BATCH_COMMANDS} in one write")
+        size = sum(_checked_size(c) for c in commands)
         if size > MAX_COMMAND_BYTES:
             raise InvalidInput(
-                command[0],
-                f"command is {size} bytes, over the {MAX_COMMAND_BYTES}-byte limit of one "
-                "replicated write: large data belongs in the artifact store",
+                "commands", f"{size} bytes together, over the {MAX_COMMAND_BYTES}-byte limit"
             )
-        if not self._quorum_reachable():
-            failed: Future[Any] = Future()
-            failed.set_exception(
-                Unavailable("no quorum: this replica cannot reach a majority", self.last_leader())
-            )
-            return failed
-        return self._committer.submit(command, size)
+        return self._unless_no_quorum() or self._committer.submit_all(commands, size)
+
+    def _unless_no_quorum(self) -> Future[Any] | None:
+        """A failed future when this replica cannot reach a majority, else None."""
+        if self._quorum_reachable():
+            return None
+        failed: Future[Any] = Future()
+        failed.set_exception(
+            Unavailable("no quorum: this replica cannot reach a majority", self.last_leader())
+        )
+        return failed
 
     def write(self, command: core.Command, timeout: float | None = None) -> Any:
         """Propose and wait (blocking). Raises Unavailable if not committed in time."""
@@ -255,9 +270,21 @@ class RaftNode:
 
     async def awrite(self, command: core.Command, timeout: float | None = None) -> Any:
         """Propose and wait without blocking the event loop."""
+        return await self._await(self.submit(command), timeout)
+
+    async def awrite_all(
+        self, commands: list[core.Command], timeout: float | None = None
+    ) -> list[Any]:
+        """``submit_all`` without blocking the event loop: one future and one wake-up for
+        all the commands."""
+        results: list[Any] = await self._await(self.submit_all(commands), timeout)
+        return results
+
+    async def _await(self, future: Future[Any], timeout: float | None) -> Any:
         wait = self._timing.write_timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.submit(command)), wait)
+            async with asyncio.timeout(wait):
+                return await asyncio.wrap_future(future)
         except TimeoutError as e:
             raise Unavailable(f"write not committed within {wait:g}s", self.last_leader()) from e
 
@@ -370,6 +397,18 @@ class RaftNode:
 
     def destroy(self) -> None:
         self._syncobj.destroy()
+
+
+def _checked_size(command: core.Command) -> int:
+    """The command's pickled size, which must be within one replicated write's limit."""
+    size = len(pickle.dumps(command, protocol=2))
+    if size > MAX_COMMAND_BYTES:
+        raise InvalidInput(
+            command[0],
+            f"command is {size} bytes, over the {MAX_COMMAND_BYTES}-byte limit of one "
+            "replicated write: large data belongs in the artifact store",
+        )
+    return size
 
 
 def _is_ip(host: str) -> bool:

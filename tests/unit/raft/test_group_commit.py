@@ -114,3 +114,40 @@ def test_no_batch_can_reach_pysyncobj_chunked_transfer():
     # plus pickling overhead per command; it must stay well below the chunking threshold.
     largest = MAX_BATCH_BYTES + MAX_COMMAND_BYTES + 64 * MAX_BATCH_COMMANDS
     assert largest * 2 < ENTRY_CHUNK_BYTES
+
+
+def test_a_group_travels_whole_in_one_batch_with_one_future_for_its_results():
+    crank = Crank()
+    gc = committer(crank)
+    first = submit(gc, cmd(0))  # occupies the only in-flight slot
+    group = gc.submit_all([cmd(1), cmd(2), cmd(3)], 120)
+    after = submit(gc, cmd(4))
+    crank.commit()
+    assert first.result(0) == "done:0"
+    assert [c for c, _ in crank.proposals] == [[cmd(1), cmd(2), cmd(3), cmd(4)]]
+    crank.commit()
+    assert group.result(0) == ["done:1", "done:2", "done:3"]
+    assert after.result(0) == "done:4"
+
+
+def test_a_group_is_never_split_at_the_command_limit():
+    crank = Crank()
+    gc = committer(crank)
+    submit(gc, cmd(0))
+    singles = [submit(gc, cmd(n)) for n in range(1, MAX_BATCH_COMMANDS - 1)]
+    group = gc.submit_all([cmd(-1), cmd(-2), cmd(-3)], 120)
+    crank.commit()
+    assert len(crank.proposals[0][0]) == MAX_BATCH_COMMANDS - 2  # the group did not fit
+    crank.commit()
+    assert [c for c, _ in crank.proposals] == [[cmd(-1), cmd(-2), cmd(-3)]]
+    crank.commit()
+    assert singles[-1].result(0) == f"done:{MAX_BATCH_COMMANDS - 2}"
+    assert group.result(0) == ["done:-1", "done:-2", "done:-3"]
+
+
+def test_a_failed_batch_fails_its_groups():
+    crank = Crank()
+    gc = committer(crank)
+    group = gc.submit_all([cmd(1), cmd(2)], 80)
+    crank.commit(error=3)
+    assert "failed 3" in str(group.exception(0))
