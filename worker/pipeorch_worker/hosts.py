@@ -70,27 +70,27 @@ class HostPool:
                 log.warning("cannot start a warm step host: %s", e)
                 return
 
-    async def run(self, request: dict[str, Any], timeout: float) -> tuple[int, bool]:
-        """Run one step request: (exit status, timed out)."""
+    async def run(self, request: dict[str, Any], timeout: float) -> tuple[int, bool, int | None]:
+        """Run one step request: (exit status, timed out, bytes the step logged if known)."""
         for _ in range(2):  # a host that retires (its step code changed) is replaced once
             host = self._idle.pop() if self._idle else await self._spawn()
             try:
                 reply = await self._ask(host, request, timeout)
             except TimeoutError:
                 await self._discard(host)
-                return -9, True
+                return -9, True, None
             except asyncio.CancelledError:
                 await self._discard(host)
                 raise
             if reply is None:  # the interpreter ended during the step
                 code = await host.process.wait()
                 await self._discard(host)
-                return code, False
+                return code, False, None
             if reply.get("retire"):
                 await self._discard(host)
                 continue
             self._release(host)
-            return int(reply["exit"]), False
+            return int(reply["exit"]), False, reply.get("log_bytes")
         raise RuntimeError("a fresh step host retired before running its first step")
 
     async def close(self) -> None:
@@ -106,7 +106,8 @@ class HostPool:
     ) -> dict[str, Any] | None:
         host.writer.write(json.dumps(request).encode() + b"\n")
         await host.writer.drain()
-        line = await asyncio.wait_for(host.reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await host.reader.readline()
         return json.loads(line) if line else None
 
     async def _spawn(self) -> _Host:

@@ -110,14 +110,18 @@ class StepRunner:
             (scratch / "outputs").mkdir()
         log_path = scratch / "log.txt"
         started = time.time()
-        result = await self._run_in(scratch, log_path, attempt)
+        result, logged = await self._run_in(scratch, log_path, attempt)
         result.started_at, result.finished_at = started, time.time()
-        result.log_tail = _tail(log_path)
-        result.log_key = await self._keep_log(attempt, log_path)
+        if logged != 0:  # 0: the step host saw it print nothing, so there is no log to keep
+            result.log_tail = _tail(log_path)
+            result.log_key = await self._keep_log(attempt, log_path)
         self._scratch.give_back(scratch)
         return result
 
-    async def _run_in(self, scratch: Path, log_path: Path, attempt: Attempt) -> AttemptResult:
+    async def _run_in(
+        self, scratch: Path, log_path: Path, attempt: Attempt
+    ) -> tuple[AttemptResult, int | None]:
+        """The attempt's result, and the bytes it logged if the step host counted them."""
         try:
             inputs = (
                 await asyncio.to_thread(self._fetch_inputs, scratch / "inputs", attempt)
@@ -125,7 +129,7 @@ class StepRunner:
                 else {}
             )
         except (StorageUnavailable, ArtifactCorrupt) as e:
-            return AttemptResult(ok=False, failure_class=INFRASTRUCTURE, message=str(e))
+            return AttemptResult(ok=False, failure_class=INFRASTRUCTURE, message=str(e)), None
         context = StepContext(
             pipeline=attempt.pipeline,
             step=attempt.step,
@@ -136,7 +140,18 @@ class StepRunner:
             outputs={name: scratch / "outputs" / name for name in attempt.outputs},
             output_dir=scratch / "outputs",
         )
-        exit_code, timed_out = await self._execute(scratch, log_path, attempt, context)
+        exit_code, timed_out, logged = await self._execute(scratch, log_path, attempt, context)
+        return await self._judge(attempt, context, log_path, exit_code, timed_out), logged
+
+    async def _judge(
+        self,
+        attempt: Attempt,
+        context: StepContext,
+        log_path: Path,
+        exit_code: int,
+        timed_out: bool,
+    ) -> AttemptResult:
+        """What the attempt came to, from how the step ended; outputs are kept if it succeeded."""
         if timed_out:
             return AttemptResult(
                 ok=False,
@@ -197,22 +212,22 @@ class StepRunner:
 
     async def _execute(
         self, scratch: Path, log_path: Path, attempt: Attempt, context: StepContext
-    ) -> tuple[int, bool]:
-        """Run the step: (exit status, timed out)."""
+    ) -> tuple[int, bool, int | None]:
+        """Run the step: (exit status, timed out, bytes it logged if a step host counted)."""
         env = self._step_variables(attempt, context, scratch)
         if attempt.run and self._hosts is not None:
             request = {
                 "ref": attempt.run,
-                "context": context.to_json(),
+                "context": context.to_dict(),
                 "cwd": str(scratch),
                 "log": str(log_path),
                 "env": env,
             }
-            code, timed_out = await self._hosts.run(request, attempt.timeout)
+            code, timed_out, logged = await self._hosts.run(request, attempt.timeout)
             if timed_out:
                 with log_path.open("ab") as log:
                     log.write(_killed_after(attempt.timeout))
-            return code, timed_out
+            return code, timed_out, logged
         # A process of its own reads its context from a file (`command` steps may too).
         (scratch / "context.json").write_text(context.to_json())
         env["PIPEORCH_CONTEXT"] = str(scratch / "context.json")
@@ -220,9 +235,10 @@ class StepRunner:
             argv = [sys.executable, "-m", "pipeorch_worker.step_main", attempt.run, "context.json"]
         else:
             argv = list(attempt.command)
-        return await self._run_process(
+        code, timed_out = await self._run_process(
             argv, {**self._base_environment(), **env}, scratch, log_path, attempt.timeout
         )
+        return code, timed_out, None
 
     async def _run_process(
         self, argv: list[str], env: dict[str, str], scratch: Path, log_path: Path, timeout: float

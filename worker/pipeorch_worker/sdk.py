@@ -44,7 +44,15 @@ class StepContext:
         return self.outputs[name]
 
     def to_json(self) -> str:
-        data = {
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StepContext:
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: what ``from_dict`` takes back."""
+        return {
             "pipeline": self.pipeline,
             "step": self.step,
             "task_id": self.task_id,
@@ -54,11 +62,9 @@ class StepContext:
             "outputs": {k: str(v) for k, v in self.outputs.items()},
             "output_dir": str(self.output_dir),
         }
-        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> StepContext:
-        data = json.loads(text)
+    def from_dict(cls, data: dict[str, Any]) -> StepContext:
         return cls(
             pipeline=data["pipeline"],
             step=data["step"],

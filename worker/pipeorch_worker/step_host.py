@@ -35,21 +35,17 @@ def main(argv: list[str]) -> int:
     conn = socket.socket(fileno=int(argv[0]))
     roots = [Path(p).resolve() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     loaded = ModuleWatch(roots)
+    process = StepProcess()
     with conn, conn.makefile("rb") as requests:
         for line in requests:
             request = json.loads(line)
             if loaded.changed():
                 conn.sendall(b'{"retire": true}\n')
                 return 0
-            status = run_request(request)
+            status, log_bytes = process.run(request)
             loaded.scan()
-            conn.sendall(json.dumps({"exit": status}).encode() + b"\n")
+            conn.sendall(b'{"exit": %d, "log_bytes": %d}\n' % (status, log_bytes))
     return 0
-
-
-def run_request(request: dict[str, Any]) -> int:
-    with _as_step_process(request["log"], request["cwd"], request["env"]):
-        return run_callable(request["ref"], StepContext.from_json(request["context"]))
 
 
 def run_callable(ref: str, context: StepContext) -> int:
@@ -68,32 +64,51 @@ def run_callable(ref: str, context: StepContext) -> int:
     return OK
 
 
-@contextlib.contextmanager
-def _as_step_process(log_path: str, cwd: str, env: dict[str, str]) -> Iterator[None]:
-    """Point fds 1 and 2 at the log, chdir and set the step's variables; undo it all after."""
-    saved_env = {k: os.environ.get(k) for k in env}
-    saved_fds = os.dup(1), os.dup(2)
-    saved_cwd = os.getcwd()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.chdir(cwd)
-        os.environ.update(env)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.chdir(saved_cwd)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
+class StepProcess:
+    """Makes the interpreter look like a fresh process to each step: fds 1 and 2 on its log,
+    its scratch directory as cwd, its PIPEORCH_* variables (and no other step's) set.
+
+    Kept cheap, as a step can be shorter than the setting up: the interpreter's own stdout and
+    stderr are duplicated once, and only variables that differ from what the environment holds
+    are written (a step's variables stay until the next step's replace them)."""
+
+    def __init__(self) -> None:
+        self._home = os.getcwd()
+        self._stdout, self._stderr = os.dup(1), os.dup(2)
+        self._env: dict[str, str] = {}
+
+    def run(self, request: dict[str, Any]) -> tuple[int, int]:
+        """Run one step request: (exit status, bytes the step wrote to its log)."""
+        with self._as_step(request["log"], request["cwd"], request["env"]) as log_fd:
+            status = run_callable(request["ref"], StepContext.from_dict(request["context"]))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            return status, os.fstat(log_fd).st_size
+
+    @contextlib.contextmanager
+    def _as_step(self, log_path: str, cwd: str, env: dict[str, str]) -> Iterator[int]:
+        self._set_env(env)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.chdir(cwd)
+            yield log_fd
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.chdir(self._home)
+            os.dup2(self._stdout, 1)
+            os.dup2(self._stderr, 2)
+            os.close(log_fd)
+
+    def _set_env(self, env: dict[str, str]) -> None:
+        for key in self._env.keys() - env.keys():
+            os.environ.pop(key, None)
+        for key, value in env.items():
+            if os.environ.get(key) != value:  # not our cache: the last step may have changed it
                 os.environ[key] = value
-        os.dup2(saved_fds[0], 1)
-        os.dup2(saved_fds[1], 2)
-        for fd in (*saved_fds, log_fd):
-            os.close(fd)
+        self._env = dict(env)
 
 
 class ModuleWatch:
@@ -107,11 +122,9 @@ class ModuleWatch:
 
     def scan(self) -> None:
         """Note the modules imported since the last scan (a few microseconds when none were)."""
-        for name, module in list(sys.modules.items()):
-            if name in self._seen:
-                continue
+        for name in sys.modules.keys() - self._seen:
             self._seen.add(name)
-            path = getattr(module, "__file__", None)
+            path = getattr(sys.modules.get(name), "__file__", None)
             if path and self._is_step_code(path):
                 with contextlib.suppress(OSError):
                     self._mtimes[path] = os.stat(path).st_mtime_ns

@@ -32,8 +32,15 @@ CALLS = []
 def hello(ctx):
     CALLS.append(ctx.step)
     print("hello from", ctx.step, "call", len(CALLS), "pid", os.getpid(), "cwd", os.getcwd())
-    print("env", sorted(k for k in os.environ if k.startswith("PIPEORCH_X")))
+    keys = sorted(k for k in os.environ if k.startswith("PIPEORCH_X"))
+    print("env", keys, "values", [os.environ[k] for k in keys])
     print("to stderr", file=sys.stderr)
+
+def quiet(ctx):
+    pass
+
+def clobber(ctx):
+    os.environ["PIPEORCH_X_ONE"] = "changed by the step"
 
 def boom(ctx):
     raise ValueError("bad row 7")
@@ -61,6 +68,8 @@ class Steps:
         }
         self.pool = HostPool(env, size=1)
         self.count = 0
+        #: Bytes the host said the last step logged (None: it could not say).
+        self.logged: int | None = None
 
     async def __aenter__(self) -> Steps:
         return self
@@ -78,13 +87,17 @@ class Steps:
         context = StepContext("p", f"s{self.count}", "p.s", 1, params, {}, {}, scratch)
         request = {
             "ref": f"hoststeps:{ref}",
-            "context": context.to_json(),
+            "context": context.to_dict(),
             "cwd": str(scratch),
             "log": str(log),
             "env": env or {},
         }
-        code, timed_out = await self.pool.run(request, timeout)
-        return code, timed_out, log.read_text() if log.exists() else ""
+        code, timed_out, logged = await self.pool.run(request, timeout)
+        text = log.read_text() if log.exists() else ""
+        if logged is not None:  # what the host counted is what the log holds
+            assert logged == len(text.encode())
+        self.logged = logged
+        return code, timed_out, text
 
 
 @pytest.fixture
@@ -111,6 +124,21 @@ async def test_a_host_runs_steps_one_after_another_with_their_own_log_cwd_and_en
         assert pid_of(second) == pid_of(first)
         assert "env ['PIPEORCH_X_TWO']" in second  # nothing left over from the first step
         assert "hello" not in (steps.tmp / "attempt-1" / "log.txt").read_text().split("\n", 2)[2]
+
+
+async def test_the_host_counts_what_a_step_logged_and_zero_for_a_quiet_one(steps):
+    async with steps:
+        _, _, log = await steps.run("hello")
+        assert steps.logged == len(log.encode()) > 0
+        code, _, log = await steps.run("quiet")
+        assert (code, steps.logged, log) == (0, 0, "")
+
+
+async def test_a_variable_a_step_changed_is_set_again_for_the_next_step(steps):
+    async with steps:
+        await steps.run("clobber", env={"PIPEORCH_X_ONE": "1"})
+        _, _, log = await steps.run("hello", env={"PIPEORCH_X_ONE": "1"})
+        assert "env ['PIPEORCH_X_ONE'] values ['1']" in log
 
 
 async def test_an_exception_is_exit_status_1_with_its_traceback_and_the_host_lives_on(steps):
