@@ -240,7 +240,7 @@ class ControlPlane:
                 ref, attempt = scheduled
                 cmd = core.start_task_cmd(ref, attempt, worker_id, time.time(), self.task_lease)
                 if await self.node.awrite(cmd):
-                    return [self._work(ref)]
+                    return self._works([ref])
                 continue
             now = time.time()
             plan = self.node.read(
@@ -275,7 +275,7 @@ class ControlPlane:
         current = self.node.read(lambda s: [r for r in refs if _runs_on(s, r, worker_id)])
         if len(current) > count:
             self._handed[worker_id] = current[count:]
-        return [self._work(ref) for ref in current[:count]]
+        return self._works(current[:count])
 
     async def complete(self, reports: list[Completion]) -> list[tuple[Outcome, list[Work]]]:
         """Record completions, committed together; each may also start up to its
@@ -361,10 +361,8 @@ class ControlPlane:
         finally:
             self.promised -= promised
 
-    def _work(self, ref: str) -> Work:
-        return self.node.read(functools.partial(_work, ref=ref))
-
     def _works(self, refs: list[str]) -> list[Work]:
+        """What to hand a worker for each task, built in one read of the state."""
         if not refs:
             return []
         return self.node.read(lambda s: [_work(s, ref) for ref in refs])
