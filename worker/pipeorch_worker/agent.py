@@ -28,6 +28,7 @@ from pipeorch_worker.runner import (
     StepRunner,
 )
 from pipeorch_worker.store import StorageUnavailable
+from pipeorch_worker.stream import WorkStream
 
 if TYPE_CHECKING:
     from pipeorch.v1.pipeorch_pb2_grpc import WorkerServiceAsyncStub
@@ -90,6 +91,9 @@ class WorkerAgent:
         self._replicas = list(settings.control_plane)
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._streams: dict[str, WorkStream] = {}
+        #: Replicas that answered the Work stream with UNIMPLEMENTED: unary calls to them.
+        self._unary_only: set[str] = set()
         self._completions = Batcher(self._complete_batch)
         self._leader_search_at = -LEADER_SEARCH_INTERVAL
         self._batches_supported = True
@@ -140,13 +144,49 @@ class WorkerAgent:
             log.info("worker %s now talks to %s, the Raft leader", self.worker_id, leader)
 
     async def _call(self, call: Callable[[WorkerServiceAsyncStub, float], Awaitable[Resp]]) -> Resp:
+        """A unary call, with failover (see ``_via``)."""
+        return await self._via(lambda replica, timeout: call(self._stub(replica), timeout))
+
+    async def _work_call(
+        self,
+        field: str,
+        request: object,
+        unary: Callable[[WorkerServiceAsyncStub, float], Awaitable[Resp]],
+        extra_timeout: float = 0.0,
+    ) -> Resp:
+        """``request`` sent on the replica's Work stream as ``WorkRequest.<field>``, or as the
+        ``unary`` call to a replica without the stream; with failover (see ``_via``)."""
+
+        async def on(replica: str, timeout: float) -> Resp:
+            timeout += extra_timeout
+            if replica not in self._unary_only:
+                try:
+                    answer = await self._work_stream(replica).request(timeout, **{field: request})
+                    response: Resp = getattr(answer, field)
+                    return response
+                except grpc.aio.AioRpcError as e:
+                    if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    log.info("replica %s has no Work stream: unary calls to it", replica)
+                    self._unary_only.add(replica)
+            return await unary(self._stub(replica), timeout)
+
+        return await self._via(on)
+
+    def _work_stream(self, replica: str) -> WorkStream:
+        stream = self._streams.get(replica)
+        if stream is None or stream.broken:
+            stream = self._streams[replica] = WorkStream(self._stub(replica))
+        return stream
+
+    async def _via(self, call: Callable[[str, float], Awaitable[Resp]]) -> Resp:
         """Try the current replica, then each other one once; stay on the one that answered."""
         errors = []
         for offset in range(len(self._replicas)):
             index = (self._current + offset) % len(self._replicas)
             replica = self._replicas[index]
             try:
-                response = await call(self._stub(replica), self._settings.rpc_timeout)
+                response = await call(replica, self._settings.rpc_timeout)
             except grpc.aio.AioRpcError as e:
                 if e.code() not in _FAILOVER_CODES:
                     raise
@@ -289,7 +329,12 @@ class WorkerAgent:
             worker_id=self.worker_id, wait_seconds=wait, max_tasks=count
         )
         try:
-            response = await self._call(lambda stub, t: stub.AcquireTask(request, timeout=wait + t))
+            response: pb.AcquireTaskResponse = await self._work_call(
+                "acquire",
+                request,
+                lambda stub, t: stub.AcquireTask(request, timeout=t),
+                extra_timeout=wait,
+            )
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 raise
@@ -363,16 +408,20 @@ class WorkerAgent:
         if isinstance(request, pb.CompleteTaskRequest):
             completed = await self._completions.submit(request)
             return completed.accepted, completed.reason, list(completed.next_tasks)
-        failed = await self._call(lambda stub, t: stub.FailTask(request, timeout=t))
+        failed: pb.FailTaskResponse = await self._work_call(
+            "fail", request, lambda stub, t: stub.FailTask(request, timeout=t)
+        )
         return failed.accepted, failed.reason, []
 
     async def _complete_batch(
         self, batch: list[pb.CompleteTaskRequest]
     ) -> list[pb.CompleteTaskResponse]:
-        if len(batch) > 1 and self._batches_supported:
+        if self._batches_supported:
             request = pb.CompleteTasksRequest(completions=batch)
             try:
-                response = await self._call(lambda stub, t: stub.CompleteTasks(request, timeout=t))
+                response: pb.CompleteTasksResponse = await self._work_call(
+                    "complete", request, lambda stub, t: stub.CompleteTasks(request, timeout=t)
+                )
                 return list(response.results)
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
@@ -405,6 +454,8 @@ class WorkerAgent:
                 await asyncio.sleep(min(self._settings.heartbeat_interval, 1.0))
 
     async def close(self) -> None:
+        for stream in self._streams.values():
+            await stream.close()
         for channel in self._channels.values():
             await channel.close(grace=None)
 

@@ -7,10 +7,11 @@ and names the last leader this replica knew of.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -46,6 +47,13 @@ MAX_TAKE_NEXT = 64
 MAX_BATCH = 256
 
 
+def status_code(error: PipeorchError) -> grpc.StatusCode:
+    return next(
+        (code for kind, code in _CODES.items() if isinstance(error, kind)),
+        grpc.StatusCode.INTERNAL,
+    )
+
+
 def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     """Translate the project's errors into gRPC status codes with their messages."""
 
@@ -54,10 +62,7 @@ def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         try:
             return await handler(self, request, context)
         except PipeorchError as e:
-            code = next(
-                (c for kind, c in _CODES.items() if isinstance(e, kind)), grpc.StatusCode.INTERNAL
-            )
-            await context.abort(code, str(e))
+            await context.abort(status_code(e), str(e))
             raise AssertionError("unreachable: abort raises") from e
 
     return wrapper
@@ -122,16 +127,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
     async def AcquireTask(
         self, request: pb.AcquireTaskRequest, context: Context
     ) -> pb.AcquireTaskResponse:
-        check_worker_id(request.worker_id)
-        if not self._node.read(lambda s: request.worker_id in s.workers):
-            raise NotFound(f"worker {request.worker_id!r} is not registered: register first")
-        wait = min(max(request.wait_seconds, 0.0), MAX_ACQUIRE_WAIT)
-        count = min(max(request.max_tasks, 1), MAX_TAKE_NEXT)
-        work = await self._control.acquire(request.worker_id, wait, count)
-        if not work:
-            return pb.AcquireTaskResponse()
-        first, *more = (views.assignment_pb(w) for w in work)
-        return pb.AcquireTaskResponse(task=first, more_tasks=more)
+        return await self._acquire(request)
 
     @rpc
     async def CompleteTask(
@@ -144,6 +140,69 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
     async def CompleteTasks(
         self, request: pb.CompleteTasksRequest, context: Context
     ) -> pb.CompleteTasksResponse:
+        return await self._complete_all(request)
+
+    @rpc
+    async def FailTask(self, request: pb.FailTaskRequest, context: Context) -> pb.FailTaskResponse:
+        return await self._fail(request)
+
+    async def Work(  # type: ignore[override]  # grpc.aio also takes a handler that writes
+        self, requests: AsyncIterator[pb.WorkRequest], context: Context
+    ) -> None:
+        """Serve one worker's stream: each request runs on its own (an acquire long-polls while
+        completions go on) and is answered under its id when it finishes. When the worker
+        closes its side, what it asked is answered before the stream ends; when the stream
+        breaks, what is still running is cancelled, as a unary call's handler would be."""
+        write = asyncio.Lock()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.WorkRequest) -> None:
+            response = await self._work_response(request)
+            async with write:
+                await context.write(response)
+
+        try:
+            while (request := await context.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+                task = asyncio.create_task(answer(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.wait(running)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _work_response(self, request: pb.WorkRequest) -> pb.WorkResponse:
+        kind = request.WhichOneof("request")
+        try:
+            if kind == "acquire":
+                return pb.WorkResponse(id=request.id, acquire=await self._acquire(request.acquire))
+            if kind == "complete":
+                completed = await self._complete_all(request.complete)
+                return pb.WorkResponse(id=request.id, complete=completed)
+            if kind == "fail":
+                return pb.WorkResponse(id=request.id, fail=await self._fail(request.fail))
+            raise InvalidInput("request", "must be one of acquire, complete, fail")
+        except PipeorchError as e:
+            code, message = status_code(e), str(e)
+        except Exception as e:  # a unary call would end with it too; the stream goes on
+            log.exception("work request %d (%s) failed", request.id, kind)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {e!r}"
+        return pb.WorkResponse(id=request.id, error_code=code.value[0], error_message=message)
+
+    async def _acquire(self, request: pb.AcquireTaskRequest) -> pb.AcquireTaskResponse:
+        check_worker_id(request.worker_id)
+        if not self._node.read(lambda s: request.worker_id in s.workers):
+            raise NotFound(f"worker {request.worker_id!r} is not registered: register first")
+        wait = min(max(request.wait_seconds, 0.0), MAX_ACQUIRE_WAIT)
+        count = min(max(request.max_tasks, 1), MAX_TAKE_NEXT)
+        work = await self._control.acquire(request.worker_id, wait, count)
+        if not work:
+            return pb.AcquireTaskResponse()
+        first, *more = (views.assignment_pb(w) for w in work)
+        return pb.AcquireTaskResponse(task=first, more_tasks=more)
+
+    async def _complete_all(self, request: pb.CompleteTasksRequest) -> pb.CompleteTasksResponse:
         if len(request.completions) > MAX_BATCH:
             raise InvalidInput("completions", f"at most {MAX_BATCH} per call")
         return pb.CompleteTasksResponse(results=await self._complete(request.completions))
@@ -180,8 +239,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             )
         return answers
 
-    @rpc
-    async def FailTask(self, request: pb.FailTaskRequest, context: Context) -> pb.FailTaskResponse:
+    async def _fail(self, request: pb.FailTaskRequest) -> pb.FailTaskResponse:
         check_worker_id(request.worker_id)
         ref, attempt = _ref(request.task)
         failure = views.FAILURE_FROM_PB.get(request.failure_class)

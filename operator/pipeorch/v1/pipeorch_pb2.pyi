@@ -633,6 +633,82 @@ class FailTaskResponse(_message.Message):
 Global___FailTaskResponse: _TypeAlias = FailTaskResponse  # noqa: Y015
 
 @_typing.final
+class WorkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACQUIRE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    FAIL_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the worker, unique on its stream; echoed in the answer."""
+    @_builtins.property
+    def acquire(self) -> Global___AcquireTaskRequest: ...
+    @_builtins.property
+    def complete(self) -> Global___CompleteTasksRequest: ...
+    @_builtins.property
+    def fail(self) -> Global___FailTaskRequest: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        acquire: Global___AcquireTaskRequest | None = ...,
+        complete: Global___CompleteTasksRequest | None = ...,
+        fail: Global___FailTaskRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acquire", b"acquire", "complete", b"complete", "fail", b"fail", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire", b"acquire", "complete", b"complete", "fail", b"fail", "id", b"id", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["acquire", "complete", "fail"]  # noqa: Y015
+    _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
+
+Global___WorkRequest: _TypeAlias = WorkRequest  # noqa: Y015
+
+@_typing.final
+class WorkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACQUIRE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    FAIL_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    error_code: _builtins.int
+    """Set, with no response, when the request failed: the status code the unary call would
+    have ended with, and its message. The stream itself stays open.
+    """
+    error_message: _builtins.str
+    @_builtins.property
+    def acquire(self) -> Global___AcquireTaskResponse: ...
+    @_builtins.property
+    def complete(self) -> Global___CompleteTasksResponse: ...
+    @_builtins.property
+    def fail(self) -> Global___FailTaskResponse: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        acquire: Global___AcquireTaskResponse | None = ...,
+        complete: Global___CompleteTasksResponse | None = ...,
+        fail: Global___FailTaskResponse | None = ...,
+        error_code: _builtins.int = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acquire", b"acquire", "complete", b"complete", "fail", b"fail", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire", b"acquire", "complete", b"complete", "error_code", b"error_code", "error_message", b"error_message", "fail", b"fail", "id", b"id", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["acquire", "complete", "fail"]  # noqa: Y015
+    _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
+
+Global___WorkResponse: _TypeAlias = WorkResponse  # noqa: Y015
+
+@_typing.final
 class TaskStatus(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -68,6 +68,11 @@ class WorkerServiceStub:
                 request_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskRequest.SerializeToString,
                 response_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskResponse.FromString,
                 _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/pipeorch.v1.WorkerService/Work',
+                request_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.WorkRequest.SerializeToString,
+                response_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.WorkResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -121,6 +126,16 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Work(self, request_iterator, context):
+        """The three calls above on one stream per worker, each request answered on it under its id,
+        in whatever order they finish: a message on an open stream costs about half a unary call,
+        and a step of a chain pays for one. A worker falls back to the unary calls when a replica
+        answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +168,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FailTask,
                     request_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskRequest.FromString,
                     response_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskResponse.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=pipeorch_dot_v1_dot_pipeorch__pb2.WorkRequest.FromString,
+                    response_serializer=pipeorch_dot_v1_dot_pipeorch__pb2.WorkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +341,33 @@ class WorkerService:
             '/pipeorch.v1.WorkerService/FailTask',
             pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskRequest.SerializeToString,
             pipeorch_dot_v1_dot_pipeorch__pb2.FailTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/pipeorch.v1.WorkerService/Work',
+            pipeorch_dot_v1_dot_pipeorch__pb2.WorkRequest.SerializeToString,
+            pipeorch_dot_v1_dot_pipeorch__pb2.WorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,12 @@ class WorkerServiceStub:
     """
     FailTask: _grpc.UnaryUnaryMultiCallable[_pipeorch_pb2.FailTaskRequest, _pipeorch_pb2.FailTaskResponse]
     """Report a failed attempt with its class (application or infrastructure)."""
+    Work: _grpc.StreamStreamMultiCallable[_pipeorch_pb2.WorkRequest, _pipeorch_pb2.WorkResponse]
+    """The three calls above on one stream per worker, each request answered on it under its id,
+    in whatever order they finish: a message on an open stream costs about half a unary call,
+    and a step of a chain pays for one. A worker falls back to the unary calls when a replica
+    answers UNIMPLEMENTED.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -83,6 +89,12 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     FailTask: _aio.UnaryUnaryMultiCallable[_pipeorch_pb2.FailTaskRequest, _pipeorch_pb2.FailTaskResponse]  # type: ignore[assignment]
     """Report a failed attempt with its class (application or infrastructure)."""
+    Work: _aio.StreamStreamMultiCallable[_pipeorch_pb2.WorkRequest, _pipeorch_pb2.WorkResponse]  # type: ignore[assignment]
+    """The three calls above on one stream per worker, each request answered on it under its id,
+    in whatever order they finish: a message on an open stream costs about half a unary call,
+    and a step of a chain pays for one. A worker falls back to the unary calls when a replica
+    answers UNIMPLEMENTED.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------------
@@ -142,6 +154,18 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pipeorch_pb2.FailTaskResponse, _abc.Awaitable[_pipeorch_pb2.FailTaskResponse]]:
         """Report a failed attempt with its class (application or infrastructure)."""
+
+    @_abc_1.abstractmethod
+    def Work(
+        self,
+        request_iterator: _MaybeAsyncIterator[_pipeorch_pb2.WorkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_pipeorch_pb2.WorkResponse], _abc.AsyncIterator[_pipeorch_pb2.WorkResponse]]:
+        """The three calls above on one stream per worker, each request answered on it under its id,
+        in whatever order they finish: a message on an open stream costs about half a unary call,
+        and a step of a chain pays for one. A worker falls back to the unary calls when a replica
+        answers UNIMPLEMENTED.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
