@@ -8,6 +8,7 @@ Raft node and are answered once applied here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable
@@ -89,11 +90,11 @@ class ChangeFeed:
         """Return once the version moved past ``seen``, or after ``timeout`` seconds."""
         if self.version != seen or timeout <= 0:
             return
-        event = self._event
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return
+        # asyncio.timeout, not wait_for: no task of its own, so a set event resumes the waiter
+        # on the loop's next turn.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
 
 def _copy_task(task: Task) -> Task:
@@ -159,6 +160,9 @@ class ControlPlane:
             self._handed.setdefault(worker_id, []).extend(refs)
         if started:
             self.feed.poke()
+            # One turn of the loop: the woken acquires hand their workers the new steps before
+            # this answer to the submitter is built.
+            await asyncio.sleep(0)
         if not created and key and run.submission_key and run.submission_key != key:
             raise Conflict(
                 f"pipeline {pipeline.name!r} already exists from another submission "
