@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,15 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def noop_manifest(name: str, steps: list[str]) -> str:
+    """A pipeline of independent steps that run ``steps:noop``, as JSON."""
+    return json.dumps(
+        {
+            "apiVersion": "pipeorch.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": name},
+            "spec": {"steps": [{"name": s, "run": "steps:noop"} for s in steps]},
+        }
+    )

@@ -3,21 +3,10 @@ lot, each answered in order with its own next task, a duplicate ignored."""
 
 from __future__ import annotations
 
-import json
-
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.v1 import pipeorch_pb2 as pb
 
-
-def manifest(name: str, steps: list[str]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "pipeorch.dev/v1alpha1",
-            "kind": "Pipeline",
-            "metadata": {"name": name},
-            "spec": {"steps": [{"name": s, "run": "steps:noop"} for s in steps]},
-        }
-    )
+from ..conftest import noop_manifest
 
 
 def done(worker_id: str, task: pb.TaskAssignment) -> pb.CompleteTaskRequest:
@@ -37,7 +26,7 @@ def test_completions_of_two_workers_in_one_call_each_get_their_own_next_task(
             ),
             timeout=5,
         )
-    ctl.SubmitPipeline(pb.SubmitPipelineRequest(manifest=manifest("four", list("abcd"))))
+    ctl.SubmitPipeline(pb.SubmitPipelineRequest(manifest=noop_manifest("four", list("abcd"))))
     first = {
         w: worker.AcquireTask(
             pb.AcquireTaskRequest(worker_id=w, wait_seconds=5, max_tasks=1), timeout=10

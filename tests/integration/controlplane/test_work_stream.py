@@ -4,7 +4,6 @@ gets the answers to what it asked."""
 
 from __future__ import annotations
 
-import json
 import queue
 from collections.abc import Iterator
 
@@ -12,6 +11,8 @@ import grpc
 
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.v1 import pipeorch_pb2 as pb
+
+from ..conftest import noop_manifest
 
 
 class Stream:
@@ -35,17 +36,6 @@ class Stream:
         """Close our side; the answers still to come, then the end of the stream."""
         self._outbox.put(None)
         return list(self._answers)
-
-
-def manifest(name: str, steps: list[str]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "pipeorch.dev/v1alpha1",
-            "kind": "Pipeline",
-            "metadata": {"name": name},
-            "spec": {"steps": [{"name": s, "run": "steps:noop"} for s in steps]},
-        }
-    )
 
 
 def acquire(worker_id: str, wait: float) -> pb.AcquireTaskRequest:
@@ -86,7 +76,7 @@ def test_requests_are_answered_under_their_ids_as_they_finish(
     assert not report.fail.accepted
     assert "ghost.a" in report.fail.reason
 
-    ctl.SubmitPipeline(pb.SubmitPipelineRequest(manifest=manifest("streamed", ["a"])))
+    ctl.SubmitPipeline(pb.SubmitPipelineRequest(manifest=noop_manifest("streamed", ["a"])))
     handed = stream.answer()
     assert (handed.id, handed.acquire.task.task_id) == (3, "streamed.a")
 
