@@ -55,9 +55,12 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self._keepalive_every = self.conf.connectionTimeout / 4
         self._next_keepalive = 0.0
         self.addOnTickCallback(self._send_keepalives)
+        #: When the followers must hear of the latest commit index, if no entry tells them.
+        self._commit_news_due = 0.0
+        self.addOnTickCallback(self._send_commit_news)
 
     def _send_keepalives(self) -> None:
-        # Runs on the tick thread, like all of the library's own sends.
+        # Runs in a tick, like all of the library's own sends.
         now = time.monotonic()
         if now < self._next_keepalive:
             return
@@ -65,6 +68,29 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         transport = self._SyncObj__transport
         for node in self._SyncObj__otherNodes:
             transport.send(node, {"type": KEEPALIVE})
+
+    # ---- commit news ------------------------------------------------------------------------
+    #
+    # Unbatched, the library sends every follower an AppendEntries right after each apply on the
+    # leader, only to carry the new commit index, and each follower answers it: four messages
+    # more per entry at the leader, sent just when the committed write's answer should go out.
+    # Every AppendEntries carries the commit index, so under load the next entry tells the
+    # followers anyway; when none follows within a tick period, the news goes out on its own.
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        if super()._SyncObj__applyLogEntries() and not self._commit_news_due:
+            self._commit_news_due = time.monotonic() + self.conf.autoTickPeriod
+        return False
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        self._commit_news_due = 0.0  # whatever it sends carries the commit index
+        super()._SyncObj__sendAppendEntries()
+
+    def _send_commit_news(self) -> None:
+        if self._commit_news_due and time.monotonic() >= self._commit_news_due:
+            self._commit_news_due = 0.0
+            if self._isLeader():
+                self._SyncObj__sendAppendEntries()
 
     # The library binds its transport callback to ``self.__onMessageReceived`` (name-mangled to
     # the attribute below), so overriding the mangled name routes every message through here.
