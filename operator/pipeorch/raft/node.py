@@ -26,6 +26,7 @@ from pysyncobj.node import TCPNode
 
 from pipeorch.core import state as core
 from pipeorch.errors import InvalidInput, Unavailable
+from pipeorch.raft import wire
 from pipeorch.raft.commit import (
     ENTRY_CHUNK_BYTES,
     MAX_BATCH_COMMANDS,
@@ -37,6 +38,9 @@ from pipeorch.settings import ControlPlaneSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Cheaper framing of pysyncobj's messages, readable by an unhooked replica (raft/wire.py).
+wire.install()
 
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _FAILURES = {
