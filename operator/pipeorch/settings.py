@@ -42,9 +42,11 @@ class RaftTiming(BaseSettings):
     tick_period: float = Field(
         0.01,
         gt=0,
-        description="Longest sleep of the Raft thread between events. Election deadlines are "
-        "checked once per tick: pysyncobj's 50 ms lets two followers time out in the same tick "
-        "and split the vote about one election in ten, adding a whole election timeout.",
+        description="Longest time between two Raft ticks when no event comes (a replica ticks "
+        "on its event loop). Election deadlines are checked once per tick: pysyncobj's 50 ms "
+        "lets two followers time out in the same tick and split the vote about one election in "
+        "ten, adding a whole election timeout. Also how long a leader waits for a next entry to "
+        "carry a new commit index to the followers before sending it on its own.",
     )
     min_timeout: float = Field(
         1.0,

@@ -35,14 +35,16 @@ async def serve(settings: ControlPlaneSettings) -> None:
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
 
     metrics = Metrics()
-    # Told of every Raft state change, on the Raft thread (the operator follows leadership).
+    # Told of every Raft state change, on this loop (the operator follows leadership).
     state_listeners: list[Callable[[str], None]] = []
 
     def state_changed(state: str) -> None:
         for listener in state_listeners:
             listener(state)
 
-    node = RaftNode(settings, observe_commit=metrics.observe_commit, on_state_change=state_changed)
+    node = RaftNode(
+        settings, observe_commit=metrics.observe_commit, on_state_change=state_changed, loop=loop
+    )
     metrics.watch(node)
     feed = ChangeFeed(loop)
     node.on_apply(feed.notify_threadsafe)

@@ -1,7 +1,7 @@
 """The control plane's operations, shared by the gRPC and HTTP adapters.
 
 Reads come from the state as applied on this replica and are returned as copies (views), so no
-caller ever holds a reference into state that the Raft thread mutates. Writes go through the
+caller ever holds a reference into state that applying Raft entries mutates. Writes go through the
 Raft node and are answered once applied here.
 """
 
@@ -66,7 +66,7 @@ class Work:
 
 
 class ChangeFeed:
-    """Wakes asyncio waiters after every applied batch (fed from the Raft thread)."""
+    """Wakes asyncio waiters after every applied batch (fed from wherever Raft ticks)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -71,11 +71,11 @@ class LeaderOperator:
         return self._thread is not None and self._thread.is_alive()
 
     def wake_threadsafe(self) -> None:
-        """Raft thread, on a state change: leadership may have moved, look now."""
+        """Where Raft ticks, on a state change: leadership may have moved, look now."""
         self._loop.call_soon_threadsafe(self._wake.set)
 
     def on_apply(self) -> None:
-        """Raft thread, after every applied batch: wake the mirror of the running operator,
+        """Where Raft ticks, after every applied batch: wake the mirror of the running operator,
         and the supervisor (a new leader's first entry is applied as soon as it leads)."""
         self._loop.call_soon_threadsafe(self._wake.set)
         mirror = self._mirror

@@ -97,7 +97,7 @@ class Mirror:
         self._wake.set()
 
     def notify_threadsafe(self) -> None:
-        """From the Raft thread, after each applied batch."""
+        """After each applied batch, from wherever Raft ticks (any thread)."""
         self._loop.call_soon_threadsafe(self._wake.set)
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, TypeVar
 
-from pysyncobj import SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.node import TCPNode
 
 from pipeorch.core import state as core
-from pipeorch.errors import InvalidInput, Unavailable
-from pipeorch.raft import wire
+from pipeorch.errors import ConfigError, InvalidInput, Unavailable
+from pipeorch.raft import ticker, wire
 from pipeorch.raft.commit import (
     ENTRY_CHUNK_BYTES,
     MAX_BATCH_COMMANDS,
@@ -39,8 +39,10 @@ from pipeorch.settings import ControlPlaneSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Cheaper framing of pysyncobj's messages, readable by an unhooked replica (raft/wire.py).
+# pysyncobj hooks, both wire-compatible with an unhooked replica: cheaper message framing, and a
+# poller that an event loop can watch.
 wire.install()
+ticker.install()
 
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _FAILURES = {
@@ -162,7 +164,10 @@ class RaftNode:
         *,
         observe_commit: Callable[[float, int], None] = lambda seconds, size: None,
         on_state_change: Callable[[str], None] = lambda state: None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """With ``loop`` (called on that loop's thread) the node does all its work, callbacks
+        included, on that loop (see ``raft/ticker.py``); without, on pysyncobj's own thread."""
         self._settings = settings
         self._timing = settings.raft
         self._on_state_change = on_state_change
@@ -171,12 +176,24 @@ class RaftNode:
         self._last_leader: str | None = None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._machine = _Machine()
-        self._syncobj = GuardedSyncObj(
-            self._self_bind_node(),
-            self._partner_nodes(),
-            self._conf(),
-            consumers=[self._machine],
-        )
+        on_loop = loop is not None and ticker.SUPPORTED
+        try:
+            self._syncobj = GuardedSyncObj(
+                self._self_bind_node(),
+                self._partner_nodes(),
+                self._conf(on_loop),
+                consumers=[self._machine],
+            )
+        except SyncObjException as e:  # raised when the Raft address cannot be bound
+            raise ConfigError(
+                f"cannot listen for Raft on {settings.raft_address}: {e} (is the port in use?)"
+            ) from e
+        self._destroyed = False
+        self._ticker: ticker.LoopTicker | None = None
+        if on_loop:
+            assert loop is not None
+            self._ticker = ticker.LoopTicker(self._syncobj, loop, self._timing.tick_period)
+            self._ticker.start()
         self._committer = GroupCommitter(
             self._propose,
             max_inflight=self._timing.max_inflight_batches,
@@ -199,7 +216,7 @@ class RaftNode:
             nodes.append(DialNode(address, dial) if dial else TCPNode(address))
         return nodes
 
-    def _conf(self) -> SyncObjConf:
+    def _conf(self, on_loop: bool) -> SyncObjConf:
         timing = self._timing
         data = self._settings.data_dir
         host = self._settings.raft_address.rsplit(":", 1)[0]
@@ -211,6 +228,11 @@ class RaftNode:
             # Far above any entry GroupCommitter builds: pysyncobj's chunked transfer of larger
             # entries is broken (see raft/commit.py).
             appendEntriesBatchSizeBytes=ENTRY_CHUNK_BYTES,
+            autoTick=not on_loop,
+            pollerType=ticker.EPOLL if on_loop else "auto",
+            # Ticked by the loop, the constructor binds, retrying at once until it succeeds:
+            # a port in use must fail it, not spin it. (Its own thread retries every second.)
+            maxBindRetries=1 if on_loop else 0,
             autoTickPeriod=timing.tick_period,
             raftMinTimeout=timing.min_timeout,
             raftMaxTimeout=timing.max_timeout,
@@ -264,7 +286,10 @@ class RaftNode:
         return failed
 
     def write(self, command: core.Command, timeout: float | None = None) -> Any:
-        """Propose and wait (blocking). Raises Unavailable if not committed in time."""
+        """Propose and wait (blocking). Raises Unavailable if not committed in time. Not on
+        the loop that drives this node: that loop commits the write, so use ``awrite``."""
+        if self._ticker is not None and self._ticker.on_loop_thread():
+            raise RuntimeError("RaftNode.write would block the loop that commits it: use awrite")
         future = self.submit(command)
         wait = self._timing.write_timeout if timeout is None else timeout
         try:
@@ -302,8 +327,9 @@ class RaftNode:
     # ---- reads ----------------------------------------------------------------------------
 
     def on_apply(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every applied batch, on the Raft thread: it must not block
-        (hand over with ``loop.call_soon_threadsafe``)."""
+        """Call ``listener`` after every applied batch, where pysyncobj ticks (its thread, or
+        the loop given to the node): it must not block (hand over with
+        ``loop.call_soon_threadsafe``)."""
         self._machine.listeners.append(listener)
 
     def read(self, query: Callable[[core.State], T]) -> T:
@@ -384,7 +410,8 @@ class RaftNode:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _state_changed(self, old: int, new: int) -> None:
-        # Runs on pysyncobj's tick thread: record and hand over, never block.
+        # Runs where pysyncobj ticks (its thread, or the loop): record and hand over, never
+        # block.
         if new == 1:
             self.elections += 1
         name = _STATE_NAMES.get(new, str(new))
@@ -400,7 +427,15 @@ class RaftNode:
         return False
 
     def destroy(self) -> None:
+        """Stop the node and close its sockets. Idempotent."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        if self._ticker is not None:
+            self._ticker.stop()
         self._syncobj.destroy()
+        if self._ticker is not None:
+            self._ticker.close()
 
 
 def _checked_size(command: core.Command) -> int:

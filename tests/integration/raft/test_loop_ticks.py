@@ -1,0 +1,115 @@
+"""RaftNode driven by an asyncio event loop (``loop=``), as the control-plane replicas run it:
+three nodes on one loop over real sockets, with no Raft thread of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pipeorch.core.state import noop_cmd
+from pipeorch.errors import ConfigError
+from pipeorch.local.cluster import LOOPBACK_TIMING, free_ports
+from pipeorch.raft.node import RaftNode
+from pipeorch.settings import ControlPlaneSettings, RaftTiming
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def tick_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if "_autoTickThread" in t.name]
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[dict[str, RaftNode]]:
+    loop = asyncio.get_running_loop()
+    members = {f"cp-{i}": f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
+    group = {
+        node_id: RaftNode(
+            ControlPlaneSettings(
+                node_id=node_id,
+                members=members,
+                data_dir=tmp_path / node_id,
+                raft=RaftTiming(**LOOPBACK_TIMING),
+            ),
+            loop=loop,
+        )
+        for node_id in members
+    }
+    try:
+        yield group
+    finally:
+        for node in group.values():
+            node.destroy()
+
+
+async def leader_of(nodes: dict[str, RaftNode], timeout: float = 20.0) -> RaftNode:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leaders = [n for n in nodes.values() if n.is_leader()]
+        if len(leaders) == 1 and leaders[0].is_caught_up():
+            return leaders[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no leader elected")
+
+
+async def test_writes_commit_and_apply_everywhere_on_the_loop_thread(nodes) -> None:
+    assert tick_threads() == []  # pysyncobj started no thread of its own
+    applied_on: set[int] = set()
+    for node in nodes.values():
+        node.on_apply(lambda: applied_on.add(threading.get_ident()))
+    leader = await leader_of(nodes)
+
+    results = await asyncio.gather(*(leader.awrite(noop_cmd(f"w{i}")) for i in range(200)))
+    assert results == [f"w{i}" for i in range(200)]
+    for i in range(20):  # one at a time: each a round of its own
+        assert await leader.awrite(noop_cmd(f"s{i}")) == f"s{i}"
+
+    target = leader.status().commit_index
+    deadline = time.monotonic() + 10
+    while any(n.status().applied_index < target for n in nodes.values()):
+        assert time.monotonic() < deadline, "followers did not apply the writes"
+        await asyncio.sleep(0.01)
+    assert len({n.status(with_digest=True).digest for n in nodes.values()}) == 1
+    assert applied_on == {threading.get_ident()}
+
+
+async def test_a_blocking_write_on_the_driving_loop_is_refused(nodes) -> None:
+    leader = await leader_of(nodes)
+    with pytest.raises(RuntimeError, match="use awrite"):
+        leader.write(noop_cmd("x"))
+    # From another thread it blocks only that thread, while the loop commits it.
+    assert await asyncio.to_thread(leader.write, noop_cmd("y")) == "y"
+
+
+async def test_a_new_leader_is_elected_when_the_leader_goes(nodes) -> None:
+    leader = await leader_of(nodes)
+    await leader.awrite(noop_cmd("before"))
+    leader.destroy()
+    rest = {k: n for k, n in nodes.items() if n is not leader}
+    successor = await leader_of(rest)
+    assert await successor.awrite(noop_cmd("after")) == "after"
+
+
+async def test_a_raft_address_in_use_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    other = f"127.0.0.1:{free_ports(1)[0]}"
+    settings = ControlPlaneSettings(
+        node_id="cp-0", members={"cp-0": address, "cp-1": other}, data_dir=tmp_path / "cp-0"
+    )
+    with pytest.raises(ConfigError, match=f"cannot listen for Raft on {address}"):
+        RaftNode(settings, loop=asyncio.get_running_loop())
+    taken.close()
