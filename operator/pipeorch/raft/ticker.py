@@ -94,9 +94,16 @@ class LoopTicker:
     """Drives a ``SyncObj`` built with ``autoTick=False`` and ``pollerType=EPOLL`` from ``loop``.
 
     Everything the library does, its callbacks included, then runs on the loop's thread.
+    ``after_tick`` runs after each turn of ticks.
     """
 
-    def __init__(self, syncobj: Any, loop: asyncio.AbstractEventLoop, period: float) -> None:
+    def __init__(
+        self,
+        syncobj: Any,
+        loop: asyncio.AbstractEventLoop,
+        period: float,
+        after_tick: Callable[[], None] = lambda: None,
+    ) -> None:
         poller = syncobj._poller
         if not isinstance(poller, EpollPoller):
             raise TypeError(f"the SyncObj must be built with pollerType={EPOLL!r}")
@@ -104,6 +111,7 @@ class LoopTicker:
         self._poller = poller
         self._loop = loop
         self._period = period
+        self._after_tick = after_tick
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._thread: int | None = None
@@ -125,10 +133,13 @@ class LoopTicker:
             log.exception("raft tick failed")
 
     def _tick_while_busy(self) -> None:
-        for _ in range(MAX_TICKS_PER_TURN):
-            self._syncobj.doTick(0.0)
-            if not self._poller.dispatched:
-                return
+        try:
+            for _ in range(MAX_TICKS_PER_TURN):
+                self._syncobj.doTick(0.0)
+                if not self._poller.dispatched:
+                    return
+        finally:
+            self._after_tick()
 
     def _on_timer(self) -> None:
         try:
