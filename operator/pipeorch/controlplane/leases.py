@@ -7,10 +7,10 @@ commit. This loop only takes back what workers stopped renewing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-from pipeorch.controlplane.service import ChangeFeed
 from pipeorch.core import state as core
 from pipeorch.errors import Unavailable
 from pipeorch.raft.node import RaftNode
@@ -21,14 +21,14 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """Runs on every replica, acts only while this replica leads."""
 
-    def __init__(self, node: RaftNode, feed: ChangeFeed, tick: float) -> None:
+    def __init__(self, node: RaftNode, tick: float) -> None:
         self._node = node
-        self._feed = feed
         self._tick = tick
 
     async def run(self) -> None:
+        # Leases expire with time, not with changes: a round per tick (at once after a round
+        # that requeued something).
         while True:
-            seen = self._feed.version
             try:
                 busy = await self.step(time.time())
             except Unavailable as e:
@@ -39,7 +39,7 @@ class LeaseKeeper:
                 log.exception("lease round failed")
                 busy = False
             if not busy:
-                await self._feed.wait(seen, self._tick)
+                await asyncio.sleep(self._tick)
 
     async def step(self, now: float) -> bool:
         """One round; True when it requeued something (so the next round runs at once)."""

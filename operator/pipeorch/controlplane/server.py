@@ -50,7 +50,7 @@ async def serve(settings: ControlPlaneSettings) -> None:
     node.on_apply(feed.notify_threadsafe)
     topology = Topology.from_matrix(settings.latency_ms, settings.bandwidth_mbps)
     control = ControlPlane(node, feed, settings.task_lease, topology, settings.scheduler_tick)
-    leases = LeaseKeeper(node, feed, settings.scheduler_tick)
+    leases = LeaseKeeper(node, settings.scheduler_tick)
     leader_only = [
         asyncio.create_task(LivenessMonitor(node, metrics, settings.liveness_check_period).run())
     ]

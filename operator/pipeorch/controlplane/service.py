@@ -69,12 +69,12 @@ class ChangeFeed:
     """Wakes asyncio waiters after every applied batch (fed from wherever Raft ticks)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._event = asyncio.Event()
         self.version = 0
 
     def notify_threadsafe(self) -> None:
-        self._loop.call_soon_threadsafe(self._bump)
+        self.loop.call_soon_threadsafe(self._bump)
 
     def poke(self) -> None:
         """Wake the waiters from the event loop itself (for news that is not an applied
@@ -123,6 +123,10 @@ class ControlPlane:
     ) -> None:
         self.node = node
         self.feed = feed
+        #: Wakes waiting acquires, only after changes that can leave a worker something to
+        #: take (or a poke for handed work): every other change would wake them for nothing.
+        self.work = ChangeFeed(feed.loop)
+        node.on_apply(self._after_apply)
         self.task_lease = task_lease
         self.topology = topology
         self.tick = tick
@@ -135,6 +139,11 @@ class ControlPlane:
         #: Tasks such a submission started for a worker, until an AcquireTask of it takes them
         #: (normally the one that was waiting; else its next one here, else the lease expires).
         self._handed: dict[str, list[str]] = {}
+
+    def _after_apply(self) -> None:
+        # Where Raft ticks: a cheap look, then a hand-over to the loop.
+        if self.node.read(lambda s: s.runs.has_work_to_hand()):
+            self.work.notify_threadsafe()
 
     # ---- pipelines ------------------------------------------------------------------------
 
@@ -159,7 +168,7 @@ class ControlPlane:
         for worker_id, refs in started.items():
             self._handed.setdefault(worker_id, []).extend(refs)
         if started:
-            self.feed.poke()
+            self.work.poke()
             # One turn of the loop: the woken acquires hand their workers the new steps before
             # this answer to the submitter is built.
             await asyncio.sleep(0)
@@ -238,7 +247,7 @@ class ControlPlane:
             handed = self._take_handed(worker_id, count)
             if handed:
                 return handed
-            seen = self.feed.version
+            seen = self.work.version
             scheduled = self.node.read(lambda s: _first_scheduled(s, worker_id))
             if scheduled is not None:
                 ref, attempt = scheduled
@@ -266,7 +275,7 @@ class ControlPlane:
             # Changes wake it; the tick covers retries whose backoff ends with no change.
             self.waiting[worker_id] = count
             try:
-                await self.feed.wait(seen, min(remaining, self.tick))
+                await self.work.wait(seen, min(remaining, self.tick))
             finally:
                 self.waiting.pop(worker_id, None)
 

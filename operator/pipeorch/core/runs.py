@@ -216,6 +216,8 @@ class _Index:
     active_by_run_region: dict[tuple[str, str], int] = field(default_factory=dict)
     open_by_run: dict[str, int] = field(default_factory=dict)
     dependents: dict[str, list[str]] = field(default_factory=dict)
+    #: Tasks Scheduled on a worker and not yet Running.
+    scheduled: int = 0
 
     def add(self, task: Task) -> None:
         self._count(task, +1)
@@ -234,6 +236,8 @@ class _Index:
                 if i < len(self.queue) and self.queue[i] == key:
                     del self.queue[i]
         elif phase in ACTIVE:
+            if phase is TaskPhase.SCHEDULED:
+                self.scheduled += delta
             refs = self.active_by_worker.setdefault(task.worker_id, set())
             (refs.add if delta > 0 else refs.discard)(ref)
             _bump(self.active_by_run, task.pipeline, delta)
@@ -438,6 +442,11 @@ class Runs:
     def assigned_to(self, worker_id: str) -> list[Task]:
         """The worker's Scheduled and Running tasks, by id."""
         return [self.tasks[r] for r in sorted(self.index.active_by_worker.get(worker_id, ()))]
+
+    def has_work_to_hand(self) -> bool:
+        """Whether a worker asking for work could get some: a task Ready or Retrying (past
+        its backoff or not), or one Scheduled on a worker that has not taken it yet."""
+        return bool(self.index.queue) or self.index.scheduled > 0
 
     def assignable(self, now: float) -> Iterator[Task]:
         """Ready tasks (and retries past their backoff), oldest first, lazily: a planner that

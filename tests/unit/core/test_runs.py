@@ -197,6 +197,7 @@ def index_of(runs: Runs) -> dict[str, object]:
         "active_by_run_region": dict(index.active_by_run_region),
         "open_by_run": dict(index.open_by_run),
         "dependents": {k: sorted(v) for k, v in index.dependents.items()},
+        "scheduled": index.scheduled,
     }
 
 
@@ -282,3 +283,23 @@ def test_a_running_run_is_not_replaced():
     assert not created
     assert run.submission_key == "key-1"
     assert set(phases(runs)) == {"a", "b", "c"}
+
+
+def test_work_to_hand_is_a_ready_or_retrying_task_or_one_not_yet_taken():
+    """What wakes the workers' waiting acquires: nothing else can give them a task."""
+    runs = Runs()
+    assert not runs.has_work_to_hand()
+    submit(runs, CHAIN)
+    assert runs.has_work_to_hand()  # a is Ready
+    a = run_step(runs, "a")
+    assert runs.has_work_to_hand()  # a is Scheduled on w1, not taken yet
+    assert runs.start("p.a", a, "w1", 1.5, LEASE)
+    assert not runs.has_work_to_hand()  # Running; b waits for it
+    runs.complete("p.a", a, "w1", out("x"), "", "", 2.0)
+    assert runs.has_work_to_hand()  # b is Ready
+    b = run_step(runs, "b")
+    runs.start("p.b", b, "w1", 2.5, LEASE)
+    runs.fail("p.b", b, "w1", FailureClass.APPLICATION, "boom", "", "", 3.0)
+    assert runs.has_work_to_hand()  # Retrying, backoff or not
+    runs.cancel("p", 4.0)
+    assert not runs.has_work_to_hand()
