@@ -18,14 +18,13 @@ failures do not spend the step's retry budget; they are counted apart, and bound
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from pipeorch.core import dag
-from pipeorch.core.spec import PipelineSpec, Step
+from pipeorch.core.spec import PipelineSpec, Step, load_spec
 
 MAX_INFRA_FAILURES = 20
 #: After an infrastructure failure a task is retried at once; after further ones it waits
@@ -158,7 +157,7 @@ class Run:
     @property
     def spec(self) -> PipelineSpec:
         if self._spec is None:
-            self._spec = PipelineSpec.model_validate(json.loads(self.spec_json))
+            self._spec = load_spec(self.spec_json)
             self._steps = {step.name: step for step in self._spec.steps}
         return self._spec
 

@@ -9,6 +9,7 @@ steps, inputs from steps that are not upstream, outputs declared twice).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -229,7 +230,32 @@ def validate_pipeline(data: Any) -> Pipeline:
 
 def spec_json(pipeline: Pipeline) -> str:
     """Canonical JSON of a pipeline's spec (stable key order), as the replicated state keeps it."""
-    return json.dumps(pipeline.spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    text = json.dumps(pipeline.spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    _remember(text, pipeline.spec)
+    return text
+
+
+def load_spec(text: str) -> PipelineSpec:
+    """The spec that ``spec_json`` wrote ``text`` from, validated again unless this process
+    validated it a moment ago: a replica that parsed a submission (the leader) applies it
+    without validating a thousand steps a second time. Specs are frozen, so one may be shared."""
+    spec = _validated.get(text)
+    if spec is None:
+        return PipelineSpec.model_validate(json.loads(text))
+    return spec
+
+
+#: The specs ``spec_json`` wrote last, by their JSON (a memo of ``load_spec``, which validating
+#: ``text`` again would return equal).
+_validated: OrderedDict[str, PipelineSpec] = OrderedDict()
+_VALIDATED_KEPT = 16
+
+
+def _remember(text: str, spec: PipelineSpec) -> None:
+    _validated[text] = spec
+    _validated.move_to_end(text)
+    while len(_validated) > _VALIDATED_KEPT:
+        _validated.popitem(last=False)
 
 
 # ---- errors --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from pipeorch.core.spec import InvalidPipeline, parse_pipeline
+from pipeorch.core.spec import InvalidPipeline, PipelineSpec, load_spec, parse_pipeline, spec_json
 
 HEADER = "apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p1}\n"
 
@@ -190,3 +190,34 @@ def test_a_long_chain_with_an_input_from_far_upstream_is_valid():
         "spec": {"steps": steps},
     }
     assert len(parse_pipeline(json.dumps(document)).spec.steps) == 3000
+
+
+@pytest.mark.parametrize("text", GOOD.values(), ids=GOOD.keys())
+def test_a_spec_loads_back_from_its_json_equal_to_the_parsed_one(text):
+    # What every replica applies: the leader's remembered spec and a follower's fresh
+    # validation of the same JSON must be the same spec.
+    pipeline = parse_pipeline(text)
+    written = spec_json(pipeline)
+    assert load_spec(written) == pipeline.spec
+    assert PipelineSpec.model_validate(json.loads(written)) == pipeline.spec
+
+
+def test_the_spec_just_written_is_not_validated_again():
+    pipeline = parse_pipeline(GOOD["diamond-with-transitive-input"])
+    written = spec_json(pipeline)
+    assert load_spec(written) is pipeline.spec
+    # JSON this process did not write (a follower's case) is validated: equal, not the same.
+    unseen = json.dumps(json.loads(written), indent=1)
+    assert unseen != written
+    assert load_spec(unseen) == pipeline.spec
+    assert load_spec(unseen) is not pipeline.spec
+
+
+def test_only_the_specs_written_last_are_remembered():
+    pipelines = [
+        parse_pipeline(doc(f"steps:\n  - {{name: s{i}, run: 'm:f'}}\n")) for i in range(40)
+    ]
+    texts = [spec_json(p) for p in pipelines]
+    assert load_spec(texts[-1]) is pipelines[-1].spec
+    assert load_spec(texts[0]) is not pipelines[0].spec  # forgotten, validated again
+    assert load_spec(texts[0]) == pipelines[0].spec
