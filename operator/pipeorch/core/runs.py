@@ -450,7 +450,8 @@ class Runs:
     def assignable(self, now: float) -> Iterator[Task]:
         """Ready tasks (and retries past their backoff), oldest first, lazily: a planner that
         fills its last free slot stops reading."""
-        for _, ref in list(self.index.queue):
+        # Not a copy of the queue: planning only reads (a copy per plan cost O(ready tasks)).
+        for _, ref in self.index.queue:
             task = self.tasks[ref]
             if task.not_before <= now:
                 yield task
