@@ -94,28 +94,14 @@ class _Machine(SyncObjConsumer):  # type: ignore[misc]
         self.lock = threading.Lock()
         self.state = core.State()
         self.listeners: list[Callable[[], None]] = []
-        #: Set: listeners are told by ``tell_listeners`` once the tick is over, not per batch.
-        self.defer_listeners = False
-        self._applied = False
 
     @replicated(ver=0)  # type: ignore[untyped-decorator]
     def apply_batch(self, commands: list[core.Command]) -> list[Any]:
         with self.lock:
             results = core.apply_batch(self.state, commands)
-        if self.defer_listeners:
-            self._applied = True
-        else:
-            self.tell_listeners()
-        return results
-
-    def tell_listeners(self) -> None:
-        self._applied = False
         for listener in self.listeners:
             listener()
-
-    def tell_listeners_if_applied(self) -> None:
-        if self._applied:
-            self.tell_listeners()
+        return results
 
     # Dumps hold plain data, not pickled classes, so renaming a class never breaks a dump.
     def _serialize(self) -> dict[str, Any]:
@@ -206,17 +192,7 @@ class RaftNode:
         self._ticker: ticker.LoopTicker | None = None
         if on_loop:
             assert loop is not None
-            # Listeners hear of a tick's applied batches after its writes' callbacks: a woken
-            # write (the completion that hands out the next step) goes out before the waiters
-            # that every change wakes, and a submission notes the steps it started before the
-            # workers' waiting acquires look for them.
-            self._machine.defer_listeners = True
-            self._ticker = ticker.LoopTicker(
-                self._syncobj,
-                loop,
-                self._timing.tick_period,
-                after_tick=self._machine.tell_listeners_if_applied,
-            )
+            self._ticker = ticker.LoopTicker(self._syncobj, loop, self._timing.tick_period)
             self._ticker.start()
         self._committer = GroupCommitter(
             self._propose,

@@ -94,16 +94,9 @@ class LoopTicker:
     """Drives a ``SyncObj`` built with ``autoTick=False`` and ``pollerType=EPOLL`` from ``loop``.
 
     Everything the library does, its callbacks included, then runs on the loop's thread.
-    ``after_tick`` runs after each turn of ticks.
     """
 
-    def __init__(
-        self,
-        syncobj: Any,
-        loop: asyncio.AbstractEventLoop,
-        period: float,
-        after_tick: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, syncobj: Any, loop: asyncio.AbstractEventLoop, period: float) -> None:
         poller = syncobj._poller
         if not isinstance(poller, EpollPoller):
             raise TypeError(f"the SyncObj must be built with pollerType={EPOLL!r}")
@@ -111,7 +104,6 @@ class LoopTicker:
         self._poller = poller
         self._loop = loop
         self._period = period
-        self._after_tick = after_tick
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._thread: int | None = None
@@ -133,13 +125,10 @@ class LoopTicker:
             log.exception("raft tick failed")
 
     def _tick_while_busy(self) -> None:
-        try:
-            for _ in range(MAX_TICKS_PER_TURN):
-                self._syncobj.doTick(0.0)
-                if not self._poller.dispatched:
-                    return
-        finally:
-            self._after_tick()
+        for _ in range(MAX_TICKS_PER_TURN):
+            self._syncobj.doTick(0.0)
+            if not self._poller.dispatched:
+                return
 
     def _on_timer(self) -> None:
         try:

@@ -84,21 +84,6 @@ async def test_writes_commit_and_apply_everywhere_on_the_loop_thread(nodes) -> N
     assert applied_on == {threading.get_ident()}
 
 
-async def test_listeners_hear_of_a_batch_after_its_writes_are_answered(nodes) -> None:
-    # So that a woken write (a completion handing out the next step) goes out before the
-    # waiters every change wakes.
-    leader = await leader_of(nodes)
-    pending: list = []
-    answered_first: list[bool] = []
-    leader.on_apply(lambda: answered_first.append(all(f.done() for f in pending)))
-    for i in range(20):
-        future = leader.submit(noop_cmd(f"o{i}"))
-        pending.append(future)
-        await asyncio.wrap_future(future)
-    assert len(answered_first) >= 20
-    assert all(answered_first)
-
-
 async def test_a_blocking_write_on_the_driving_loop_is_refused(nodes) -> None:
     leader = await leader_of(nodes)
     with pytest.raises(RuntimeError, match="use awrite"):
