@@ -31,6 +31,8 @@ class Client:
         self._addresses = addresses
         self._timeout = timeout
         self._channels = {a: grpc.insecure_channel(a) for a in addresses}
+        # Built once: a stub makes a callable per method, about 60 us, on every call otherwise.
+        self._stubs = {a: pb_grpc.ControlServiceStub(c) for a, c in self._channels.items()}
         self._ordered = len(addresses) < 2
 
     def call(self, method: Callable[[pb_grpc.ControlServiceStub, float], T]) -> T:
@@ -40,7 +42,7 @@ class Client:
         errors = []
         for address in self._addresses:
             try:
-                return method(pb_grpc.ControlServiceStub(self._channels[address]), self._timeout)
+                return method(self._stubs[address], self._timeout)
             except grpc.RpcError as e:
                 if e.code() not in _RETRY_CODES:
                     raise
@@ -50,10 +52,10 @@ class Client:
     def _roles(self) -> dict[str, ReplicaRole]:
         roles = {}
         request = pb.ClusterStateRequest(brief=True)
-        for address, channel in self._channels.items():
+        for address, stub in self._stubs.items():
             try:
                 # Short: a replica that is down must not hold up the command itself.
-                answer = pb_grpc.ControlServiceStub(channel).ClusterState(request, timeout=1.0)
+                answer = stub.ClusterState(request, timeout=1.0)
             except grpc.RpcError:
                 continue
             roles[address] = ReplicaRole(answer.node_id, answer.raft_state, answer.term)
