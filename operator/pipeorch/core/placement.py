@@ -101,6 +101,7 @@ def plan(
     *,
     after: Task | None = None,
     promised: Collection[str] = (),
+    share_of: tuple[str, int] | None = None,
 ) -> list[Assignment]:
     """Assign as many eligible tasks as there is idle capacity, oldest ready first.
 
@@ -108,6 +109,8 @@ def plan(
     dependents that it unlocks are ready, and its own worker is preferred among equals (so a
     chain of steps stays on the worker that holds the previous step's files in its cache).
     ``promised`` tasks are left out: other plans have them in commits still in flight.
+    With ``share_of`` (worker, count), stop once that worker has ``count`` tasks: each task is
+    placed in turn and never moved, so the rest of the plan cannot change that worker's share.
     """
     capacity = _idle_capacity(runs, workers, released=after)
     free = sum(n for workers_ in capacity.values() for n in workers_.values())
@@ -122,6 +125,7 @@ def plan(
         _bump(spread, (after.pipeline, after.region), -1)
         candidates = itertools.chain(candidates, runs.unlocked_by(after))
     prefer = after.worker_id if after is not None else None  # keeps a chain on its worker
+    shared = 0
     for task in candidates:
         if task.task_id in promised:
             continue
@@ -139,6 +143,10 @@ def plan(
         active[task.pipeline] = active.get(task.pipeline, 0) + 1
         spread[(task.pipeline, region)] = spread.get((task.pipeline, region), 0) + 1
         assignments.append(Assignment(task.task_id, worker, region, estimate))
+        if share_of is not None and worker == share_of[0]:
+            shared += 1
+            if shared == share_of[1]:
+                break
     return assignments
 
 
@@ -199,8 +207,10 @@ def plan_for(
     """
     if count <= 0:
         return []
-    planned = plan(runs, workers, topology, now, after=after, promised=promised)
-    return [a for a in planned if a.worker_id == worker_id][:count]
+    planned = plan(
+        runs, workers, topology, now, after=after, promised=promised, share_of=(worker_id, count)
+    )
+    return [a for a in planned if a.worker_id == worker_id]
 
 
 def _bump(counts: dict[Any, int], key: Any, delta: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipeorch.core.placement import Topology, plan
+import random
+
+from pipeorch.core.placement import Topology, plan, plan_for
 from pipeorch.core.runs import Artifact, Runs, task_id
 from pipeorch.core.spec import parse_pipeline, spec_json
 from pipeorch.core.workers import Worker, WorkerStatus
@@ -119,3 +121,30 @@ def test_retrying_tasks_wait_for_their_backoff():
     runs.fail("p.a", 1, "aws-1", FailureClass.APPLICATION, "boom", "", "", 1.0)
     assert plan(runs, WORKERS, TOPOLOGY, 30.9) == []
     assert [a.task_id for a in plan(runs, WORKERS, TOPOLOGY, 31.0)] == ["p.a"]
+
+
+def test_a_workers_share_is_exactly_its_part_of_the_whole_plan():
+    """plan_for stops planning once the asking worker has its count; the share must be what
+    the whole plan gives that worker, over pins, inputs, spread, maxParallel and slots."""
+    rng = random.Random(7)
+    for _ in range(60):
+        runs = Runs()
+        regions = ["aws", "gcp", "azure"]
+        for p in range(rng.randint(1, 3)):
+            lines = []
+            for i in range(rng.randint(1, 12)):
+                pin = f", region: {rng.choice(regions)}" if rng.random() < 0.2 else ""
+                lines.append(f'    - {{name: s{i}, run: "m:f"{pin}}}\n')
+            head = f"  maxParallel: {rng.randint(1, 6)}\n" if rng.random() < 0.4 else ""
+            placement = "  placement: spread\n" if rng.random() < 0.3 else ""
+            submit(runs, head + placement + "  steps:\n" + "".join(lines), name=f"p{p}")
+        workers = [
+            worker(f"{r}-{n}", r, slots=rng.randint(0, 4))
+            for r in regions
+            for n in range(rng.randint(0, 2))
+        ]
+        whole = plan(runs, workers, TOPOLOGY, 1.0)
+        for w in workers:
+            for count in (1, 2, 5):
+                mine = [a for a in whole if a.worker_id == w.worker_id][:count]
+                assert plan_for(w.worker_id, runs, workers, TOPOLOGY, 1.0, count) == mine
