@@ -313,6 +313,8 @@ class RaftNode:
         wait = self._timing.write_timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(wait):
+                if self._ticker is not None:
+                    return await self._ticker.follow(future)
                 return await asyncio.wrap_future(future)
         except TimeoutError as e:
             raise Unavailable(f"write not committed within {wait:g}s", self.last_leader()) from e

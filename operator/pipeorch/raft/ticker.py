@@ -18,12 +18,13 @@ module makes the event loop that caller:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import select
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pysyncobj.syncobj as syncobj_module
 from pysyncobj.poller import POLL_EVENT_TYPE, Poller
@@ -39,6 +40,7 @@ SUPPORTED = hasattr(select, "epoll")
 MAX_TICKS_PER_TURN = 8
 
 Callback = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 class EpollPoller(Poller):  # type: ignore[misc]
@@ -141,6 +143,21 @@ class LoopTicker:
     def on_loop_thread(self) -> bool:
         return self._thread == threading.get_ident()
 
+    def follow(self, future: concurrent.futures.Future[T]) -> asyncio.Future[T]:
+        """A future of the loop with ``future``'s outcome. A write's future is resolved in a
+        tick, on the loop's thread, so the outcome is copied at once: ``asyncio.wrap_future``
+        would hand it over through the loop's self-pipe and one more turn of the loop."""
+        waiter: asyncio.Future[T] = self._loop.create_future()
+
+        def relay(done: concurrent.futures.Future[T]) -> None:
+            if self.on_loop_thread():
+                _copy_outcome(done, waiter)
+            else:
+                self._loop.call_soon_threadsafe(_copy_outcome, done, waiter)
+
+        future.add_done_callback(relay)
+        return waiter
+
     def stop(self) -> None:
         """No more ticks. The SyncObj is destroyed after this, then ``close`` is called."""
         self._stopped = True
@@ -153,6 +170,19 @@ class LoopTicker:
 
 
 _library_create_poller = syncobj_module.createPoller
+
+
+def _copy_outcome(done: concurrent.futures.Future[T], waiter: asyncio.Future[T]) -> None:
+    if waiter.done():  # the awaiting side gave up (a timeout)
+        return
+    if done.cancelled():
+        waiter.cancel()
+        return
+    error = done.exception()
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(done.result())
 
 
 def _create_poller(poller_type: str) -> Poller:

@@ -4,6 +4,8 @@ three nodes on one loop over real sockets, with no Raft thread of their own."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import socket
 import threading
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeorch.core.state import noop_cmd
-from pipeorch.errors import ConfigError
+from pipeorch.errors import ConfigError, Unavailable
 from pipeorch.local.cluster import LOOPBACK_TIMING, free_ports
 from pipeorch.raft.node import RaftNode
 from pipeorch.settings import ControlPlaneSettings, RaftTiming
@@ -82,6 +84,34 @@ async def test_writes_commit_and_apply_everywhere_on_the_loop_thread(nodes) -> N
         await asyncio.sleep(0.01)
     assert len({n.status(with_digest=True).digest for n in nodes.values()}) == 1
     assert applied_on == {threading.get_ident()}
+
+
+async def test_a_future_resolved_on_any_thread_reaches_its_waiter_on_the_loop(
+    nodes, caplog
+) -> None:
+    follow = next(iter(nodes.values()))._ticker.follow
+    elsewhere: concurrent.futures.Future[str] = concurrent.futures.Future()
+    waiter = follow(elsewhere)
+    threading.Thread(target=elsewhere.set_result, args=("from a thread",)).start()
+    assert await asyncio.wait_for(waiter, 5) == "from a thread"
+
+    here: concurrent.futures.Future[str] = concurrent.futures.Future()
+    waiter = follow(here)
+    here.set_exception(Unavailable("no quorum"))
+    with pytest.raises(Unavailable, match="no quorum"):
+        await waiter
+
+    abandoned: concurrent.futures.Future[str] = concurrent.futures.Future()
+    waiter = follow(abandoned)
+    waiter.cancel()  # the awaiting side timed out
+    with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+        abandoned.set_result("late")
+    assert caplog.records == []  # the relay did not fail on the waiter already done
+    cancelled: concurrent.futures.Future[str] = concurrent.futures.Future()
+    waiter = follow(cancelled)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
 
 
 async def test_a_blocking_write_on_the_driving_loop_is_refused(nodes) -> None:
