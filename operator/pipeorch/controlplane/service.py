@@ -74,7 +74,12 @@ class ChangeFeed:
         self.version = 0
 
     def notify_threadsafe(self) -> None:
-        self.loop.call_soon_threadsafe(self._bump)
+        """Wake the waiters from any thread: at once on the loop's own (where a replica's Raft
+        ticks), else through the loop's self-pipe."""
+        if _running_loop() is self.loop:
+            self._bump()
+        else:
+            self.loop.call_soon_threadsafe(self._bump)
 
     def poke(self) -> None:
         """Wake the waiters from the event loop itself (for news that is not an applied
@@ -95,6 +100,13 @@ class ChangeFeed:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._event.wait()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _copy_task(task: Task) -> Task:
