@@ -74,17 +74,12 @@ class ChangeFeed:
         self.version = 0
 
     def notify_threadsafe(self) -> None:
-        """Wake the waiters from any thread: at once on the loop's own (where a replica's Raft
-        ticks), else through the loop's self-pipe."""
+        """Wake the waiters, from any thread: at once on the loop's own (where a replica's
+        Raft ticks), else through the loop's self-pipe (the operator's thread submits too)."""
         if _running_loop() is self.loop:
             self._bump()
         else:
             self.loop.call_soon_threadsafe(self._bump)
-
-    def poke(self) -> None:
-        """Wake the waiters from the event loop itself (for news that is not an applied
-        change, e.g. work handed to a waiting acquire)."""
-        self._bump()
 
     def _bump(self) -> None:
         self.version += 1
@@ -180,7 +175,7 @@ class ControlPlane:
         for worker_id, refs in started.items():
             self._handed.setdefault(worker_id, []).extend(refs)
         if started:
-            self.work.poke()
+            self.work.notify_threadsafe()
             # One turn of the loop: the woken acquires hand their workers the new steps before
             # this answer to the submitter is built.
             await asyncio.sleep(0)

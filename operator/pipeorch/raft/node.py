@@ -313,8 +313,9 @@ class RaftNode:
         wait = self._timing.write_timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(wait):
-                if self._ticker is not None:
+                if self._ticker is not None and self._ticker.drives_running_loop():
                     return await self._ticker.follow(future)
+                # Another loop (the operator's thread): its own hand-over.
                 return await asyncio.wrap_future(future)
         except TimeoutError as e:
             raise Unavailable(f"write not committed within {wait:g}s", self.last_leader()) from e

@@ -143,10 +143,18 @@ class LoopTicker:
     def on_loop_thread(self) -> bool:
         return self._thread == threading.get_ident()
 
+    def drives_running_loop(self) -> bool:
+        """Whether the caller runs on the loop this ticker drives (``follow`` is for it)."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
     def follow(self, future: concurrent.futures.Future[T]) -> asyncio.Future[T]:
         """A future of the loop with ``future``'s outcome. A write's future is resolved in a
         tick, on the loop's thread, so the outcome is copied at once: ``asyncio.wrap_future``
-        would hand it over through the loop's self-pipe and one more turn of the loop."""
+        would hand it over through the loop's self-pipe and one more turn of the loop. For a
+        coroutine of this loop only (see ``drives_running_loop``)."""
         waiter: asyncio.Future[T] = self._loop.create_future()
 
         def relay(done: concurrent.futures.Future[T]) -> None:

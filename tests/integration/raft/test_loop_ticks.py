@@ -114,6 +114,19 @@ async def test_a_future_resolved_on_any_thread_reaches_its_waiter_on_the_loop(
         await waiter
 
 
+async def test_a_coroutine_of_another_loop_can_write(nodes) -> None:
+    # The operator runs kopf on a loop of its own, in a thread, and submits from there.
+    leader = await leader_of(nodes)
+
+    def on_another_loop() -> str:
+        async def write() -> str:
+            return str(await leader.awrite(noop_cmd("from the operator"), timeout=5))
+
+        return asyncio.run(write())
+
+    assert await asyncio.to_thread(on_another_loop) == "from the operator"
+
+
 async def test_a_blocking_write_on_the_driving_loop_is_refused(nodes) -> None:
     leader = await leader_of(nodes)
     with pytest.raises(RuntimeError, match="use awrite"):
