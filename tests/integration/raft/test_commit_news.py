@@ -24,12 +24,12 @@ NEWS_AFTER = 0.3  # autoTickPeriod: how long the leader waits for an entry to ca
 
 
 class Group:
-    def __init__(self) -> None:
+    def __init__(self, news_after: float = NEWS_AFTER) -> None:
         addresses = [f"127.0.0.1:{p}" for p in free_ports(3)]
         conf = dict(
             autoTick=False,
             appendEntriesUseBatch=False,  # as RaftNode: each write is sent at once
-            autoTickPeriod=NEWS_AFTER,
+            autoTickPeriod=news_after,
             appendEntriesPeriod=5.0,
             raftMinTimeout=20.0,
             raftMaxTimeout=21.0,
@@ -112,3 +112,19 @@ def test_commit_index_travels_with_the_next_entry_or_after_a_tick_period(group: 
     group.tick_until(lambda: group.followers_applied(second))
     assert time.monotonic() - quiet_from >= NEWS_AFTER * 0.9
     assert [(len(m["entries"]), m["commit_index"]) for m in sent] == [(0, second), (0, second)]
+
+
+def test_a_write_a_follower_forwarded_is_answered_without_waiting_for_news() -> None:
+    # The follower answers its caller once it knows the entry committed: the leader tells it
+    # at once instead of a tick period later (here far longer than the test may take).
+    group = Group(news_after=60.0)
+    try:
+        group.elect_first()
+        done: list[Any] = []
+        group.machines[1].apply_batch([noop_cmd("via f")], callback=lambda r, e: done.append(r))
+        # Well before the next heartbeat (5 s), which would carry the news otherwise.
+        group.tick_until(lambda: bool(done), timeout=2.0)
+        assert done == [["via f"]]
+    finally:
+        for obj in group.objs:
+            obj.destroy()
