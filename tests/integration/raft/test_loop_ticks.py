@@ -16,9 +16,11 @@ import pytest
 
 from pipeorch.core.state import noop_cmd
 from pipeorch.errors import ConfigError, Unavailable
-from pipeorch.local.cluster import LOOPBACK_TIMING, free_ports
+from pipeorch.local.cluster import free_ports
 from pipeorch.raft.node import RaftNode
-from pipeorch.settings import ControlPlaneSettings, RaftTiming
+from pipeorch.settings import ControlPlaneSettings
+
+from .conftest import the_leader, three_nodes
 
 pytestmark = pytest.mark.anyio
 
@@ -34,20 +36,7 @@ def tick_threads() -> list[str]:
 
 @pytest.fixture
 async def nodes(tmp_path: Path) -> AsyncIterator[dict[str, RaftNode]]:
-    loop = asyncio.get_running_loop()
-    members = {f"cp-{i}": f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
-    group = {
-        node_id: RaftNode(
-            ControlPlaneSettings(
-                node_id=node_id,
-                members=members,
-                data_dir=tmp_path / node_id,
-                raft=RaftTiming(**LOOPBACK_TIMING),
-            ),
-            loop=loop,
-        )
-        for node_id in members
-    }
+    group = three_nodes(tmp_path, loop=asyncio.get_running_loop())
     try:
         yield group
     finally:
@@ -58,9 +47,8 @@ async def nodes(tmp_path: Path) -> AsyncIterator[dict[str, RaftNode]]:
 async def leader_of(nodes: dict[str, RaftNode], timeout: float = 20.0) -> RaftNode:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        leaders = [n for n in nodes.values() if n.is_leader()]
-        if len(leaders) == 1 and leaders[0].is_caught_up():
-            return leaders[0]
+        if (leader := the_leader(nodes)) is not None:
+            return leader
         await asyncio.sleep(0.02)
     raise AssertionError("no leader elected")
 

@@ -17,6 +17,8 @@ from pipeorch.raft.commit import MAX_COMMAND_BYTES
 from pipeorch.raft.node import RaftNode
 from pipeorch.settings import ControlPlaneSettings, RaftTiming
 
+from .conftest import the_leader, three_nodes
+
 
 def assert_no_truncations(group: dict[str, RaftNode]) -> None:
     truncations = {node_id: n.status().applied_truncations for node_id, n in group.items()}
@@ -26,18 +28,7 @@ def assert_no_truncations(group: dict[str, RaftNode]) -> None:
 @pytest.fixture
 def nodes(tmp_path) -> Iterator[dict[str, RaftNode]]:
     """Three nodes in this process; on teardown, none may have truncated an applied entry."""
-    members = {f"cp-{i}": f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
-    group = {
-        node_id: RaftNode(
-            ControlPlaneSettings(
-                node_id=node_id,
-                members=members,
-                data_dir=tmp_path / node_id,
-                raft=RaftTiming(**LOOPBACK_TIMING),
-            )
-        )
-        for node_id in members
-    }
+    group = three_nodes(tmp_path)
     try:
         yield group
         assert_no_truncations(group)
@@ -47,11 +38,7 @@ def nodes(tmp_path) -> Iterator[dict[str, RaftNode]]:
 
 
 def leader_of(nodes: dict[str, RaftNode]) -> RaftNode:
-    def find() -> RaftNode | None:
-        leaders = [n for n in nodes.values() if n.is_leader()]
-        return leaders[0] if len(leaders) == 1 and leaders[0].is_caught_up() else None
-
-    return wait_until(find, 20, what="a leader")
+    return wait_until(lambda: the_leader(nodes), 20, what="a leader")
 
 
 def test_many_writes_in_flight_replicate_to_every_node(nodes):
