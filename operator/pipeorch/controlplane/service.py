@@ -131,7 +131,8 @@ class ControlPlane:
         self.node = node
         self.feed = feed
         #: Wakes waiting acquires, only after changes that can leave a worker something to
-        #: take (or a poke for handed work): every other change would wake them for nothing.
+        #: take (and when a submission hands them work): other changes would wake them for
+        #: nothing.
         self.work = ChangeFeed(feed.loop)
         node.on_apply(self._after_apply)
         self.task_lease = task_lease

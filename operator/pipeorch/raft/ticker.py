@@ -10,9 +10,9 @@ module makes the event loop that caller:
   which the loop watches: it turns readable when any of the library's sockets (or its wake-up
   pipe, written by a proposal) has an event.
 * ``LoopTicker`` ticks when that happens, and on a timer for heartbeats and election deadlines.
-  A tick handles what is due and then dispatches the socket events it finds; when it found any,
-  it ticks again at once, so a follower's acknowledgement is committed, applied and answered in
-  the same turn of the loop.
+  Woken, it first dispatches the events that woke it, then ticks, and ticks again while a tick
+  finds more events, so a follower's acknowledgement is committed, applied and answered in the
+  same turn of the loop.
 """
 
 from __future__ import annotations
