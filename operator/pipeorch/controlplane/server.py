@@ -58,7 +58,9 @@ async def serve(settings: ControlPlaneSettings) -> None:
         # Imported only when enabled: kopf and the kubernetes client cost memory and start-up.
         from pipeorch.k8s.leader import LeaderOperator
 
-        operator = LeaderOperator(settings.kubernetes, control, node.is_leader)
+        # Settled: the mirror cancels the runs whose Pipelines it does not find, so it must not
+        # start on a new leader's state before that state holds every run.
+        operator = LeaderOperator(settings.kubernetes, control, node.is_settled_leader)
         node.on_apply(operator.on_apply)
         state_listeners.append(lambda _state: operator.wake_threadsafe())
         leader_only.append(asyncio.create_task(operator.supervise()))

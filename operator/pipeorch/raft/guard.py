@@ -64,6 +64,13 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self._library_send = transport.send
         transport.send = self._send
 
+    def is_settled_leader(self) -> bool:
+        """Leads and has applied the no-op that opened its term, so its state holds every
+        write committed before it led. A new leader's state may lack some for a moment: it
+        applies the earlier entries once its own first entry commits."""
+        noop = self._SyncObj__noopIDx
+        return bool(self._isLeader()) and noop is not None and self.raftLastApplied >= noop
+
     def _send_keepalives(self) -> None:
         # Runs in a tick, like all of the library's own sends.
         now = time.monotonic()

@@ -393,6 +393,11 @@ class RaftNode:
     def is_leader(self) -> bool:
         return bool(self._syncobj._isLeader())
 
+    def is_settled_leader(self) -> bool:
+        """Leads, and its state holds every write committed before it led (see
+        ``GuardedSyncObj.is_settled_leader``): for work that trusts what the state lacks."""
+        return self._syncobj.is_settled_leader()
+
     def last_leader(self) -> str | None:
         leader = self._syncobj._getLeader()
         if leader is not None:

@@ -128,3 +128,14 @@ def test_a_write_a_follower_forwarded_is_answered_without_waiting_for_news() -> 
     finally:
         for obj in group.objs:
             obj.destroy()
+
+
+def test_a_new_leader_is_settled_once_the_first_entry_of_its_term_is_applied(group: Group) -> None:
+    group.elect_first()
+    # Leading, but its term's no-op is not committed yet: earlier entries may be unapplied.
+    assert group.leader._isLeader()
+    assert not group.leader.is_settled_leader()
+    opened = group.leader._SyncObj__getCurrentLogIndex()
+    group.tick_until(lambda: group.leader.raftLastApplied >= opened)
+    assert group.leader.is_settled_leader()
+    assert not any(f.is_settled_leader() for f in group.followers)
