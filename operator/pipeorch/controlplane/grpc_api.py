@@ -269,40 +269,46 @@ class ControlService(pb_grpc.ControlServiceServicer):
     async def SubmitPipeline(
         self, request: pb.SubmitPipelineRequest, context: Context
     ) -> pb.SubmitPipelineResponse:
-        view, created = await self._control.submit(request.manifest, request.submission_key)
-        return pb.SubmitPipelineResponse(pipeline=views.run_pb(view), created=created)
+        name, created = await self._control.submit(request.manifest, request.submission_key)
+        status = self._control.render(name, views.status_pb)
+        return pb.SubmitPipelineResponse(pipeline=status, created=created)
 
     @rpc
     async def GetPipeline(
         self, request: pb.GetPipelineRequest, context: Context
     ) -> pb.PipelineStatus:
-        view = await self._control.watch(
-            request.name, request.wait_seconds, request.after_revision, request.until_finished
+        return await self._control.watch(
+            request.name,
+            views.status_pb,
+            request.wait_seconds,
+            request.after_revision,
+            request.until_finished,
         )
-        return views.run_pb(view)
 
     @rpc
     async def ListPipelines(
         self, request: pb.ListPipelinesRequest, context: Context
     ) -> pb.ListPipelinesResponse:
-        return pb.ListPipelinesResponse(
-            pipelines=[views.run_pb(v) for v in self._control.list_runs()]
-        )
+        return pb.ListPipelinesResponse(pipelines=self._control.render_all(views.status_pb))
 
     @rpc
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
-        tasks = self._control.tasks(request.pipeline or None)
-        return pb.ListTasksResponse(tasks=[views.task_pb(t) for t in tasks])
+        if request.pipeline:
+            return pb.ListTasksResponse(
+                tasks=self._control.render(request.pipeline, views.tasks_pb)
+            )
+        each = self._control.render_all(views.tasks_pb)
+        return pb.ListTasksResponse(tasks=[task for tasks in each for task in tasks])
 
     @rpc
     async def CancelPipeline(
         self, request: pb.CancelPipelineRequest, context: Context
     ) -> pb.CancelPipelineResponse:
-        return pb.CancelPipelineResponse(
-            pipeline=views.run_pb(await self._control.cancel(request.name))
-        )
+        await self._control.cancel(request.name)
+        status = self._control.render(request.name, views.status_pb)
+        return pb.CancelPipelineResponse(pipeline=status)
 
     @rpc
     async def ClusterState(

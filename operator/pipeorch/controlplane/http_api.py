@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -11,8 +12,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeorch.controlplane.metrics import Metrics
-from pipeorch.controlplane.service import ControlPlane, RunView
-from pipeorch.core.runs import Task
+from pipeorch.controlplane.service import ControlPlane, progress, started_at
+from pipeorch.core.runs import Run, Task
 from pipeorch.core.spec import InvalidPipeline
 from pipeorch.core.state import State
 from pipeorch.errors import Conflict, InvalidInput, NotFound, PipeorchError, Unavailable
@@ -37,23 +38,28 @@ def _error_body(error: PipeorchError) -> dict[str, Any]:
 def task_json(task: Task) -> dict[str, Any]:
     data = task.to_dict()
     data.pop("depends_on", None)
-    data["dependsOn"] = task.depends_on
+    data["dependsOn"] = list(task.depends_on)
     return data
 
 
-def run_json(view: RunView) -> dict[str, Any]:
-    run = view.run
+def run_json(run: Run, tasks: Sequence[Task]) -> dict[str, Any]:
+    """A pipeline as JSON (a ``Render``: ``task_json`` copies each task's fields)."""
     return {
         "name": run.name,
         "phase": run.phase.value,
-        "progress": view.progress,
+        "progress": progress(tasks),
         "message": run.message,
         "submittedAt": run.submitted_at,
-        "startedAt": view.started_at,
+        "startedAt": started_at(tasks),
         "finishedAt": run.finished_at,
         "submissionKey": run.submission_key,
-        "tasks": [task_json(t) for t in view.tasks],
+        "tasks": [task_json(t) for t in tasks],
     }
+
+
+def tasks_json(run: Run, tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """A pipeline's tasks as JSON (a ``Render``)."""
+    return [task_json(t) for t in tasks]
 
 
 async def _store_health(endpoint: str | None) -> str:
@@ -83,25 +89,26 @@ def create_app(
         """Submit a Pipeline document (YAML or JSON body). 201 when created, 200 when a
         pipeline of that name already existed (nothing new runs)."""
         key = request.headers.get("x-submission-key", "")
-        view, created = await control.submit(await request.body(), key)
+        name, created = await control.submit(await request.body(), key)
         response.status_code = 201 if created else 200
-        return run_json(view)
+        return control.render(name, run_json)
 
     @app.get("/pipelines")
     def pipelines() -> list[dict[str, Any]]:
-        return [run_json(v) for v in control.list_runs()]
+        return control.render_all(run_json)
 
     @app.get("/pipelines/{name}")
     def pipeline(name: str) -> dict[str, Any]:
-        return run_json(control.get(name))
+        return control.render(name, run_json)
 
     @app.get("/pipelines/{name}/tasks")
     def pipeline_tasks(name: str) -> list[dict[str, Any]]:
-        return [task_json(t) for t in control.tasks(name)]
+        return control.render(name, tasks_json)
 
     @app.post("/pipelines/{name}/cancel")
     async def cancel(name: str) -> dict[str, Any]:
-        return run_json(await control.cancel(name))
+        await control.cancel(name)
+        return control.render(name, run_json)
 
     @app.get("/tasks/{ref}")
     def task(ref: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,18 +28,41 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RunView:
+    """A run and its tasks, copied out of the state (see ``copy_view``)."""
+
     run: Run
     tasks: list[Task]
 
     @property
     def progress(self) -> str:
-        done = sum(t.phase is TaskPhase.SUCCEEDED for t in self.tasks)
-        return f"{done}/{len(self.tasks)}"
+        return progress(self.tasks)
 
     @property
     def started_at(self) -> float:
-        started = [t.started_at for t in self.tasks if t.started_at]
-        return min(started) if started else 0.0
+        return started_at(self.tasks)
+
+
+#: Turns a run and its tasks, as the state holds them, into what a caller keeps. It runs inside
+#: a read of the state: it must copy what it keeps (a message, a JSON dict or ``copy_view``),
+#: never keep the objects themselves, which applying later entries changes.
+Render = Callable[[Run, Sequence[Task]], T]
+
+
+def progress(tasks: Sequence[Task]) -> str:
+    """``done/total``."""
+    done = sum(t.phase is TaskPhase.SUCCEEDED for t in tasks)
+    return f"{done}/{len(tasks)}"
+
+
+def started_at(tasks: Sequence[Task]) -> float:
+    """When the first of the tasks started (0 before any did)."""
+    started = [t.started_at for t in tasks if t.started_at]
+    return min(started) if started else 0.0
+
+
+def copy_view(run: Run, tasks: Sequence[Task]) -> RunView:
+    """A view of copies, for callers that hold it across awaits."""
+    return RunView(Run.from_dict(run.to_dict()), [Task.from_dict(t.to_dict()) for t in tasks])
 
 
 @dataclass(frozen=True)
@@ -56,11 +79,18 @@ class Completion:
     take_next: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Work:
-    """A task handed to a worker: the attempt, what to run, and where its inputs are."""
+    """A task handed to a worker: the attempt, what to run, and where its inputs are.
 
-    task: Task
+    The task's few fields are taken rather than a copy of it: a copy of every field costs
+    more than a no-op step's whole share of the leader's time."""
+
+    task_id: str
+    attempt: int
+    pipeline: str
+    step_name: str
+    lease_expires_at: float
     step: Step
     inputs: list[Artifact]
 
@@ -104,19 +134,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _copy_task(task: Task) -> Task:
-    return Task.from_dict(task.to_dict())
+def _copy_task(task: Task | None) -> Task | None:
+    return None if task is None else Task.from_dict(task.to_dict())
 
 
-def _copy_run(run: Run) -> Run:
-    return Run.from_dict(run.to_dict())
-
-
-def _view(state: core.State, name: str) -> RunView | None:
+def _render(state: core.State, name: str, render: Render[T]) -> tuple[T] | None:
     run = state.runs.runs.get(name)
     if run is None:
         return None
-    return RunView(_copy_run(run), [_copy_task(t) for t in state.runs.tasks_of(name)])
+    return (render(run, state.runs.tasks_of(name)),)
 
 
 class ControlPlane:
@@ -157,9 +183,10 @@ class ControlPlane:
 
     async def submit(
         self, manifest: str | bytes, key: str = "", replace: bool = False
-    ) -> tuple[RunView, bool]:
+    ) -> tuple[str, bool]:
         """Validate and submit; the same name twice runs once. A different key is a conflict,
-        unless ``replace`` and that run has finished: then this submission replaces it."""
+        unless ``replace`` and that run has finished: then this submission replaces it.
+        Returns the pipeline's name and whether this submission created it (see ``render``)."""
         pipeline = parse_pipeline(manifest)
         key = key or pipeline.metadata.uid or ""
         cmd = core.submit_and_start_cmd(
@@ -185,20 +212,37 @@ class ControlPlane:
                 f"pipeline {pipeline.name!r} already exists from another submission "
                 f"(key {run.submission_key!r}); cancel or rename it"
             )
-        return self.get(pipeline.name), created
+        return pipeline.name, created
 
     def get(self, name: str) -> RunView:
-        view = self.node.read(lambda s: _view(s, name))
-        if view is None:
+        return self.render(name, copy_view)
+
+    def render(self, name: str, render: Render[T]) -> T:
+        """The pipeline as ``render`` makes it from the state (see ``Render``)."""
+        rendered = self.node.read(lambda s: _render(s, name, render))
+        if rendered is None:
             raise NotFound(f"pipeline {name!r} does not exist")
-        return view
+        return rendered[0]
+
+    def render_all(self, render: Render[T]) -> list[T]:
+        """Every pipeline, by name, as ``render`` makes it."""
+
+        def each(state: core.State) -> list[T]:
+            return [r[0] for name in sorted(state.runs.runs) if (r := _render(state, name, render))]
+
+        return self.node.read(each)
 
     async def watch(
-        self, name: str, wait: float, after_revision: int = 0, until_finished: bool = False
-    ) -> RunView:
+        self,
+        name: str,
+        render: Render[T],
+        wait: float,
+        after_revision: int = 0,
+        until_finished: bool = False,
+    ) -> T:
         """The pipeline once it changed past ``after_revision`` (or finished), or after ``wait``.
 
-        Waiting here, woken by applied changes, spares the replica the copies that a client
+        Waiting here, woken by applied changes, spares the replica the renders that a client
         polling in a loop would make it build."""
         deadline = time.monotonic() + max(0.0, wait)
         while True:
@@ -206,31 +250,20 @@ class ControlPlane:
             news = self.node.read(lambda s: _news(s, name, after_revision, until_finished))
             remaining = deadline - time.monotonic()
             if news or remaining <= 0:
-                return self.get(name)
+                return self.render(name, render)
             await self.feed.wait(seen, remaining)
 
-    def list_runs(self) -> list[RunView]:
-        def views(state: core.State) -> list[RunView]:
-            return [v for name in sorted(state.runs.runs) if (v := _view(state, name))]
-
-        return self.node.read(views)
-
-    def tasks(self, pipeline: str | None = None) -> list[Task]:
-        if pipeline:
-            return self.get(pipeline).tasks
-        return [t for view in self.list_runs() for t in view.tasks]
-
     def task(self, ref: str) -> Task:
-        task = self.node.read(lambda s: _copy_task(t) if (t := s.runs.tasks.get(ref)) else None)
+        task = self.node.read(lambda s: _copy_task(s.runs.tasks.get(ref)))
         if task is None:
             raise NotFound(f"task {ref!r} does not exist")
         return task
 
-    async def cancel(self, name: str) -> RunView:
+    async def cancel(self, name: str) -> None:
+        """Cancel the run (see ``render`` for what it came to)."""
         result = await self.node.awrite(core.cancel_pipeline_cmd(name, time.time()))
         if isinstance(result, core.Rejected):
             raise NotFound(result.reason)
-        return self.get(name)
 
     # ---- workers --------------------------------------------------------------------------
 
@@ -433,4 +466,6 @@ def _work(state: core.State, ref: str) -> Work:
     for source, name in step.input_refs():
         producer = state.runs.tasks[task_id(task.pipeline, source)]
         inputs += [Artifact.from_dict(a.to_dict()) for a in producer.outputs if a.name == name]
-    return Work(_copy_task(task), step, inputs)
+    return Work(
+        task.task_id, task.attempt, task.pipeline, task.step, task.lease_expires_at, step, inputs
+    )

@@ -134,10 +134,9 @@ class Mirror:
 
         The runs are read before the Pipelines are listed: a run seen here was submitted from a
         Pipeline created before the list, so the list has it unless it was deleted."""
+        runs = self.control.render_all(lambda run, _: (run.name, run.submission_key, run.phase))
         running = {
-            view.run.name: view.run.submission_key
-            for view in self.control.list_runs()
-            if view.run.phase is RunPhase.RUNNING and UID.match(view.run.submission_key)
+            name: key for name, key, phase in runs if phase is RunPhase.RUNNING and UID.match(key)
         }
         if not running:
             return
@@ -218,9 +217,9 @@ class Mirror:
 async def cancel_run(control: ControlPlane, ref: Ref) -> None:
     """Cancel the run of a deleted Pipeline, if it is that Pipeline's (same uid) and runs."""
     try:
-        view = control.get(ref.name)
+        key, phase = control.render(ref.name, lambda run, _: (run.submission_key, run.phase))
     except NotFound:
         return
-    if view.run.submission_key == ref.uid and view.run.phase is RunPhase.RUNNING:
+    if key == ref.uid and phase is RunPhase.RUNNING:
         await control.cancel(ref.name)
         log.info("pipeline %s/%s deleted: its run is cancelled", ref.namespace, ref.name)

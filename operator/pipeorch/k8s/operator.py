@@ -79,7 +79,7 @@ async def submit_pipeline(ctx: Context, body: kopf.Body, patch: kopf.Patch) -> N
             await _refuse(ctx, ref, body, patch, "Conflict", str(e), phase="Pending")
             raise kopf.TemporaryError(str(e), delay=CONFLICT_RETRY) from e
     # The steps of the run as submitted (the object's spec may have been edited since).
-    steps = ctx.control.get(ref.name).run.steps
+    steps = ctx.control.render(ref.name, lambda run, _: list(run.steps))
     await _create_tasks(ctx, m.Owner("Pipeline", ref.name, ref.uid), ref.namespace, steps)
     # Mirrored once its Tasks exist (before, every patch would miss); the revision its status
     # already shows spares a resumed pipeline's writes.
@@ -90,7 +90,7 @@ def _submitted(control: ControlPlane, ref: Ref) -> bool:
     """Already in the replicated state from this very object (a resumed pipeline): a new
     leader resuming every pipeline then writes nothing to Raft."""
     try:
-        return control.get(ref.name).run.submission_key == ref.uid
+        return control.render(ref.name, lambda run, _: run.submission_key) == ref.uid
     except NotFound:
         return False
 
