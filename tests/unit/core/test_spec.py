@@ -37,6 +37,13 @@ GOOD = {
           - {name: d, run: "m:f", dependsOn: [b, c], inputs: [a/x],
              retry: {limit: 3, backoffSeconds: 0.5}, timeoutSeconds: 30}
     """),
+    "params-of-every-kind": doc("""
+        steps:
+          - name: a
+            run: "m:f"
+            params: {n: 3, x: 2.0, huge: 123456789012345678901234567890, far: .inf, low: -.inf,
+                     ok: true, none: null, text: "µs — ünïcode", nested: {list: [1, "2", null]}}
+    """),
     "pinned": doc("""
         placement: pinned
         steps:
@@ -198,7 +205,9 @@ def test_a_spec_loads_back_from_its_json_equal_to_the_parsed_one(text):
     # validation of the same JSON must be the same spec.
     pipeline = parse_pipeline(text)
     written = spec_json(pipeline)
-    assert load_spec(written) == pipeline.spec
+    assert load_spec(written) is pipeline.spec
+    # A text this process did not write (one more newline) is validated afresh.
+    assert load_spec(written + "\n") == pipeline.spec
     assert PipelineSpec.model_validate(json.loads(written)) == pipeline.spec
 
 
