@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -252,6 +253,11 @@ def _serve(server: Coroutine[Any, Any, None]) -> None:
     wake-up than asyncio's own, which shows in every step's round trip."""
     import uvloop
 
+    # What start-up made (modules, classes, functions: some 70,000 objects, a full collection
+    # of 30 ms) lives as long as the process. Frozen, the collector's full passes leave it out
+    # and walk only what serving created.
+    gc.collect()
+    gc.freeze()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server)
 
