@@ -61,9 +61,16 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self._reports: dict[tuple[str, bool], Counter] = {}
 
     def count_report(self, kind: str, accepted: bool) -> None:
-        self.task_reports.labels(kind, "applied" if accepted else "ignored").inc()
+        key = (kind, accepted)
+        counter = self._reports.get(key)
+        if counter is None:  # labels() checks and locks: a few microseconds on every report
+            counter = self._reports[key] = self.task_reports.labels(
+                kind, "applied" if accepted else "ignored"
+            )
+        counter.inc()
 
     def observe_commit(self, seconds: float, commands: int) -> None:
         self.commit_latency.observe(seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from pipeorch.controlplane.service import Work, progress, started_at
@@ -129,7 +128,7 @@ def assignment_pb(work: Work) -> pb.TaskAssignment:
         step=work.step_name,
         run=step.run or "",
         command=step.command or [],
-        params_json=json.dumps(step.params, sort_keys=True),
+        params_json=step.params_json,
         inputs=[artifact_pb(a) for a in work.inputs],
         outputs=list(step.outputs),
         timeout_seconds=step.timeoutSeconds,

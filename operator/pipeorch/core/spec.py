@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -101,6 +102,12 @@ class Step(_Strict):
         if (self.run is None) == (self.command is None):
             raise ValueError("exactly one of `run` or `command` must be set")
         return self
+
+    @cached_property
+    def params_json(self) -> str:
+        """The params as workers receive them (keys sorted); made once per step, not once per
+        task handed out."""
+        return json.dumps(self.params, sort_keys=True)
 
     def input_refs(self) -> list[tuple[str, str]]:
         return [tuple(ref.split("/", 1)) for ref in self.inputs]  # type: ignore[misc]

@@ -6,8 +6,9 @@ import dataclasses
 
 from pipeorch.controlplane import views
 from pipeorch.controlplane.http_api import run_json
-from pipeorch.controlplane.service import copy_view
+from pipeorch.controlplane.service import Work, copy_view
 from pipeorch.core.runs import Artifact, FailureClass, Run, RunPhase, Task, TaskPhase
+from pipeorch.core.spec import parse_pipeline
 from pipeorch.v1 import pipeorch_pb2 as pb
 
 ARTIFACT = Artifact("model.pkl", "runs/p/b/attempt-2/model.pkl", 12, "ab" * 32, "b", "gcp")
@@ -102,3 +103,26 @@ def test_renders_keep_nothing_the_state_changes_later():
     run.steps.append("c")
     run.revision += 1
     assert kept == before
+
+
+def test_an_assignment_carries_the_step_and_its_params_as_sorted_json():
+    pipeline = parse_pipeline(
+        "apiVersion: pipeorch.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n"
+        "  steps:\n  - {name: b, run: 'm:f', params: {z: 1, a: [2, {y: null, b: .5}]}}\n"
+    )
+    step = pipeline.spec.steps[0]
+    work = Work("p.b", 2, "p", "b", 12.0, step, [ARTIFACT])
+    first, again = views.assignment_pb(work), views.assignment_pb(work)
+    assert first == again
+    assert first.params_json == '{"a": [2, {"b": 0.5, "y": null}], "z": 1}'
+    assert (first.task_id, first.attempt, first.run, first.timeout_seconds) == (
+        "p.b",
+        2,
+        "m:f",
+        3600,
+    )
+    assert first.output_prefix == "runs/p/b/attempt-2/"
+    assert list(first.inputs) == [views.artifact_pb(ARTIFACT)]
+    # Remembering the JSON leaves the step as it was: equal to a fresh parse, dumped alike.
+    assert step == parse_pipeline(pipeline.model_dump_json()).spec.steps[0]
+    assert "params_json" not in step.model_dump()
