@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 APPLICATION = "application"
 INFRASTRUCTURE = "infrastructure"
 LOG_TAIL_BYTES = 2048
+#: The step's stdout and stderr, in its scratch directory.
+LOG_NAME = "log.txt"
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class StepRunner:
         scratch = self._scratch.take()
         if attempt.outputs:
             (scratch / "outputs").mkdir()
-        log_path = scratch / "log.txt"
+        log_path = scratch / LOG_NAME
         started = time.time()
         result, logged = await self._run_in(scratch, log_path, attempt)
         result.started_at, result.finished_at = started, time.time()
@@ -309,7 +311,9 @@ class ScratchDirectories:
 
     Creating and removing a directory per attempt costs more than a short step (rmdir took
     about 0.1 ms here when idle, over 1 ms under load); emptying one of a few plain files is
-    a few unlinks. One directory per slot ends up in use.
+    a few unlinks. An empty log stays for the next attempt to append to: most short steps print
+    nothing, and a file made and removed per attempt cost worker and step host together some
+    45 us of a no-op step's 400. One directory per slot ends up in use.
     """
 
     def __init__(self, root: Path) -> None:
@@ -332,7 +336,7 @@ class ScratchDirectories:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)
-                    else:
+                    elif entry.name != LOG_NAME or entry.stat(follow_symlinks=False).st_size:
                         os.unlink(entry.path)
         except OSError:
             shutil.rmtree(path, ignore_errors=True)  # not reused: the next take makes another
