@@ -469,6 +469,7 @@ def attempt_from_pb(task: pb.TaskAssignment) -> Attempt:
         run=task.run,
         command=list(task.command),
         params=json.loads(task.params_json or "{}"),
+        params_json=task.params_json or "{}",
         inputs=[
             InputArtifact(step=a.step, name=a.name, key=a.key, size=a.size_bytes, sha256=a.sha256)
             for a in task.inputs

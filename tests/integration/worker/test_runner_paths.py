@@ -29,3 +29,23 @@ def test_a_relative_work_dir_still_gives_the_step_paths_it_can_open(tmp_path, mo
     )  # fmt: skip
     result = asyncio.run(runner.run(attempt))
     assert result.ok, result.message
+
+
+def params_check(expected: str) -> list[str]:
+    code = f"import os, sys; sys.exit(0 if os.environ['PIPEORCH_PARAMS'] == {expected!r} else 9)"
+    return [sys.executable, "-c", code]
+
+
+def test_a_step_finds_its_params_as_the_control_plane_sent_them(tmp_path):
+    runner = StepRunner(NoStore(), tmp_path / "work", [])  # type: ignore[arg-type]
+    sent = '{"a": 1, "b": [2, 3]}'
+    attempt = Attempt(
+        task_id="p.check", attempt=1, pipeline="p", step="check", run="",
+        command=params_check(sent), params={"b": [2, 3], "a": 1}, inputs=[], outputs=[],
+        timeout=60.0, output_prefix="runs/p/check/attempt-1/", params_json=sent,
+    )  # fmt: skip
+    assert asyncio.run(runner.run(attempt)).ok
+    # Without the control plane's text (an attempt made in code), the params are written
+    # the same way: keys sorted.
+    unsent = Attempt(**{**attempt.__dict__, "params_json": ""})
+    assert asyncio.run(runner.run(unsent)).ok
