@@ -7,6 +7,7 @@ as the step's log. Raising an exception fails the attempt (an application failur
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,14 @@ class StepContext:
             task_id=data["task_id"],
             attempt=int(data["attempt"]),
             params=data["params"],
-            inputs={k: Path(v) for k, v in data["inputs"].items()},
-            outputs={k: Path(v) for k, v in data["outputs"].items()},
-            output_dir=Path(data["output_dir"]),
+            inputs={k: _path(v) for k, v in data["inputs"].items()},
+            outputs={k: _path(v) for k, v in data["outputs"].items()},
+            output_dir=_path(data["output_dir"]),
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _path(text: str) -> Path:
+    """``Path(text)``, remembered: a warm step host sees the same few scratch directories
+    over and over, and a Path costs more to build than to look up (it is immutable)."""
+    return Path(text)

@@ -105,10 +105,11 @@ class StepProcess:
     def _set_env(self, env: dict[str, str]) -> None:
         for key in self._env.keys() - env.keys():
             os.environ.pop(key, None)
+        # Every one, unchecked: the last step may have changed any of them, and reading one
+        # back through os.environ costs what setting it does.
         for key, value in env.items():
-            if os.environ.get(key) != value:  # not our cache: the last step may have changed it
-                os.environ[key] = value
-        self._env = dict(env)
+            os.environ[key] = value
+        self._env = env
 
 
 class ModuleWatch:
