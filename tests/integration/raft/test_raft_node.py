@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -105,9 +106,11 @@ class Forwarder:
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        while data := src.recv(65536):
-            self.relayed += len(data)
-            dst.sendall(data)
+        # A side that resets the link (a replica refusing a peer's password) ends the relay.
+        with contextlib.suppress(ConnectionError):
+            while data := src.recv(65536):
+                self.relayed += len(data)
+                dst.sendall(data)
 
     def close(self) -> None:
         self.server.close()
