@@ -62,7 +62,7 @@ def started_at(tasks: Sequence[Task]) -> float:
 
 def copy_view(run: Run, tasks: Sequence[Task]) -> RunView:
     """A view of copies, for callers that hold it across awaits."""
-    return RunView(Run.from_dict(run.to_dict()), [Task.from_dict(t.to_dict()) for t in tasks])
+    return RunView(Run.from_dict(run.to_dict()), [_copy_task(t) for t in tasks])
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _copy_task(task: Task | None) -> Task | None:
-    return None if task is None else Task.from_dict(task.to_dict())
+def _copy_task(task: Task) -> Task:
+    return Task.from_dict(task.to_dict())
 
 
 def _render(state: core.State, name: str, render: Render[T]) -> tuple[T] | None:
@@ -254,7 +254,7 @@ class ControlPlane:
             await self.feed.wait(seen, remaining)
 
     def task(self, ref: str) -> Task:
-        task = self.node.read(lambda s: _copy_task(s.runs.tasks.get(ref)))
+        task = self.node.read(lambda s: _copy_task(t) if (t := s.runs.tasks.get(ref)) else None)
         if task is None:
             raise NotFound(f"task {ref!r} does not exist")
         return task

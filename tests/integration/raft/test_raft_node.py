@@ -18,7 +18,7 @@ from pipeorch.raft.commit import MAX_COMMAND_BYTES
 from pipeorch.raft.node import RaftNode
 from pipeorch.settings import ControlPlaneSettings, RaftTiming
 
-from .conftest import the_leader, three_nodes
+from .conftest import raft_node, the_leader, three_members, three_nodes
 
 
 def assert_no_truncations(group: dict[str, RaftNode]) -> None:
@@ -158,18 +158,10 @@ def test_peers_dialled_through_a_gateway_keep_their_identity(tmp_path):
 
 
 def test_a_replica_with_the_wrong_password_cannot_join(tmp_path):
-    members = {f"cp-{i}": f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
+    members = three_members()
 
     def node(node_id: str, password: str) -> RaftNode:
-        return RaftNode(
-            ControlPlaneSettings(
-                node_id=node_id,
-                members=members,
-                data_dir=tmp_path / node_id,
-                raft=RaftTiming(**LOOPBACK_TIMING),
-                raft_password=password,
-            )
-        )
+        return raft_node(members, node_id, tmp_path, raft_password=password)
 
     group = {"cp-0": node("cp-0", "right"), "cp-1": node("cp-1", "right")}
     intruder = node("cp-2", "wrong")
