@@ -47,10 +47,9 @@ def manifest(name: str, steps: list[dict[str, Any]], max_parallel: int | None = 
 
 def run(client: Client, text: str, name: str, timeout: float) -> pb.PipelineStatus:
     start = time.perf_counter()
-    client.call(lambda s, t: s.SubmitPipeline(pb.SubmitPipelineRequest(manifest=text), timeout=t))
-
-    request = pb.GetPipelineRequest(name=name, wait_seconds=timeout, until_finished=True)
-    status = client.call(lambda s, t: s.GetPipeline(request, timeout=t + timeout))
+    # Submit and wait in one call, as a client that only wants the outcome would.
+    request = pb.SubmitPipelineRequest(manifest=text, wait_seconds=timeout)
+    status = client.call(lambda s, t: s.SubmitPipeline(request, timeout=t + timeout)).pipeline
     if status.phase != "Succeeded":
         failed = [
             (t.step, t.message, t.log_tail[-300:]) for t in status.tasks if t.phase == "Failed"

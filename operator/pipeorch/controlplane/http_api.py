@@ -85,12 +85,15 @@ def create_app(
         return JSONResponse(_error_body(error), status_code=status)
 
     @app.post("/pipelines", status_code=201)
-    async def submit(request: Request, response: Response) -> dict[str, Any]:
+    async def submit(request: Request, response: Response, wait: float = 0.0) -> dict[str, Any]:
         """Submit a Pipeline document (YAML or JSON body). 201 when created, 200 when a
-        pipeline of that name already existed (nothing new runs)."""
+        pipeline of that name already existed (nothing new runs). With ``?wait=SECONDS``, the
+        answer waits until the pipeline finishes or that many seconds pass."""
         key = request.headers.get("x-submission-key", "")
         name, created = await control.submit(await request.body(), key)
         response.status_code = 201 if created else 200
+        if wait > 0:
+            return await control.watch(name, run_json, wait, until_finished=True)
         return control.render(name, run_json)
 
     @app.get("/pipelines")

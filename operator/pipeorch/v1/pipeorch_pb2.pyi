@@ -790,19 +790,26 @@ class SubmitPipelineRequest(_message.Message):
 
     MANIFEST_FIELD_NUMBER: _builtins.int
     SUBMISSION_KEY_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     manifest: _builtins.str
     """The Pipeline document, YAML or JSON (apiVersion pipeorch.dev/v1alpha1, kind Pipeline)."""
     submission_key: _builtins.str
     """Idempotency: the same key (e.g. the Pipeline resource's UID) never runs twice."""
+    wait_seconds: _builtins.float
+    """Submit and wait in one call: hold the answer until the pipeline finishes (Succeeded,
+    Failed or Cancelled) or this many seconds pass, whichever is first; the status in the
+    answer is the pipeline's at that moment. 0 answers as soon as it is submitted.
+    """
     def __init__(
         self,
         *,
         manifest: _builtins.str = ...,
         submission_key: _builtins.str = ...,
+        wait_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest", "submission_key", b"submission_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest", "submission_key", b"submission_key", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 
 from pipeorch.local.cluster import wait_until
+from pipeorch.v1 import pipeorch_pb2 as pb
 
 from .conftest import EXAMPLES, PipelineCluster
 
@@ -132,3 +135,43 @@ def test_waiting_workers_get_a_new_pipelines_first_steps_in_the_submit_commit(
     assert first.started_at == first.ready_at
     assert first.step == "one"
     assert second.phase == "Succeeded"
+
+
+def _sleeper(name: str, seconds: float) -> str:
+    step = {"name": "nap", "command": ["sleep", str(seconds)]}
+    return json.dumps(
+        {
+            "apiVersion": "pipeorch.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": name},
+            "spec": {"steps": [step]},
+        }
+    )
+
+
+def test_submit_and_wait_in_one_call(pipelines: PipelineCluster):
+    def submit(manifest: str, wait: float) -> pb.SubmitPipelineResponse:
+        request = pb.SubmitPipelineRequest(manifest=manifest, wait_seconds=wait)
+        return pipelines.client.call(lambda s, t: s.SubmitPipeline(request, timeout=t + wait))
+
+    done = submit(_sleeper("quick", 0), 30)
+    assert done.created
+    assert (done.pipeline.phase, done.pipeline.progress) == ("Succeeded", "1/1")
+    assert done.pipeline.tasks[0].phase == "Succeeded"
+
+    # A wait shorter than the pipeline answers with the pipeline as it is then.
+    start = time.monotonic()
+    slow = submit(_sleeper("slow", 3), 0.5)
+    assert 0.5 <= time.monotonic() - start < 3
+    assert slow.created
+    assert slow.pipeline.phase == "Running"
+    # The same pipeline again: nothing new runs, and the answer waits for the first run.
+    again = submit(_sleeper("slow", 3), 30)
+    assert not again.created
+    assert again.pipeline.phase == "Succeeded"
+    assert again.pipeline.tasks[0].attempt == 1
+
+    base = f"http://{pipelines.cluster.replicas['cp-2'].http}"
+    http = httpx.post(f"{base}/pipelines?wait=30", content=_sleeper("web", 0), timeout=40)
+    assert http.status_code == 201
+    assert (http.json()["phase"], http.json()["progress"]) == ("Succeeded", "1/1")
