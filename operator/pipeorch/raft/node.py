@@ -26,7 +26,7 @@ from pysyncobj.node import TCPNode
 
 from pipeorch.core import state as core
 from pipeorch.errors import ConfigError, InvalidInput, Unavailable
-from pipeorch.raft import ticker, wire
+from pipeorch.raft import cipher, ticker, wire
 from pipeorch.raft.commit import (
     ENTRY_CHUNK_BYTES,
     MAX_BATCH_COMMANDS,
@@ -39,10 +39,11 @@ from pipeorch.settings import ControlPlaneSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# pysyncobj hooks, both wire-compatible with an unhooked replica: cheaper message framing, and a
-# poller that an event loop can watch.
+# pysyncobj hooks: cheaper message framing and a poller that an event loop can watch (both
+# wire-compatible with an unhooked replica), and AES-GCM in place of Fernet (which is not).
 wire.install()
 ticker.install()
+cipher.install()
 
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _FAILURES = {

@@ -14,6 +14,7 @@ import pytest
 from pipeorch.core.state import noop_cmd
 from pipeorch.errors import InvalidInput
 from pipeorch.local.cluster import LOOPBACK_TIMING, free_ports, wait_until
+from pipeorch.raft.cipher import SessionCipher
 from pipeorch.raft.commit import MAX_COMMAND_BYTES
 from pipeorch.raft.node import RaftNode
 from pipeorch.settings import ControlPlaneSettings, RaftTiming
@@ -168,6 +169,8 @@ def test_a_replica_with_the_wrong_password_cannot_join(tmp_path):
     try:
         leader = leader_of(group)
         leader.write(noop_cmd("x"))
+        # Sealed with AES-GCM session keys, not pysyncobj's Fernet (see raft/cipher.py).
+        assert isinstance(leader._syncobj.encryptor, SessionCipher)
         time.sleep(1.0)
         status = intruder.status()
         assert status.revision == 0
