@@ -270,12 +270,10 @@ class ControlService(pb_grpc.ControlServiceServicer):
         self, request: pb.SubmitPipelineRequest, context: Context
     ) -> pb.SubmitPipelineResponse:
         name, created = await self._control.submit(request.manifest, request.submission_key)
-        if request.wait_seconds > 0:
-            status = await self._control.watch(
-                name, views.status_pb, request.wait_seconds, until_finished=True
-            )
-        else:
-            status = self._control.render(name, views.status_pb)
+        # A wait of 0 answers at once, with the pipeline as submitted.
+        status = await self._control.watch(
+            name, views.status_pb, request.wait_seconds, until_finished=True
+        )
         return pb.SubmitPipelineResponse(pipeline=status, created=created)
 
     @rpc

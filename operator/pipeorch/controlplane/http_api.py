@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeorch.controlplane.metrics import Metrics
-from pipeorch.controlplane.service import ControlPlane, progress, started_at
-from pipeorch.core.runs import Run, Task
+from pipeorch.controlplane.service import ControlPlane
+from pipeorch.core.runs import Run, Task, progress, started_at
 from pipeorch.core.spec import InvalidPipeline
 from pipeorch.core.state import State
 from pipeorch.errors import Conflict, InvalidInput, NotFound, PipeorchError, Unavailable
@@ -92,9 +92,7 @@ def create_app(
         key = request.headers.get("x-submission-key", "")
         name, created = await control.submit(await request.body(), key)
         response.status_code = 201 if created else 200
-        if wait > 0:
-            return await control.watch(name, run_json, wait, until_finished=True)
-        return control.render(name, run_json)
+        return await control.watch(name, run_json, wait, until_finished=True)
 
     @app.get("/pipelines")
     def pipelines() -> list[dict[str, Any]]:

@@ -33,31 +33,11 @@ class RunView:
     run: Run
     tasks: list[Task]
 
-    @property
-    def progress(self) -> str:
-        return progress(self.tasks)
-
-    @property
-    def started_at(self) -> float:
-        return started_at(self.tasks)
-
 
 #: Turns a run and its tasks, as the state holds them, into what a caller keeps. It runs inside
 #: a read of the state: it must copy what it keeps (a message, a JSON dict or ``copy_view``),
 #: never keep the objects themselves, which applying later entries changes.
 Render = Callable[[Run, Sequence[Task]], T]
-
-
-def progress(tasks: Sequence[Task]) -> str:
-    """``done/total``."""
-    done = sum(t.phase is TaskPhase.SUCCEEDED for t in tasks)
-    return f"{done}/{len(tasks)}"
-
-
-def started_at(tasks: Sequence[Task]) -> float:
-    """When the first of the tasks started (0 before any did)."""
-    started = [t.started_at for t in tasks if t.started_at]
-    return min(started) if started else 0.0
 
 
 def copy_view(run: Run, tasks: Sequence[Task]) -> RunView:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeorch.controlplane.service import Work, progress, started_at
-from pipeorch.core.runs import Artifact, FailureClass, Run, Task
+from pipeorch.controlplane.service import Work
+from pipeorch.core.runs import Artifact, FailureClass, Run, Task, progress, started_at
 from pipeorch.core.workers import Worker, WorkerStatus
 from pipeorch.v1 import pipeorch_pb2 as pb
 

@@ -18,7 +18,7 @@ failures do not spend the step's retry budget; they are counted apart, and bound
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -184,6 +184,18 @@ class Run:
         data = dict(data)
         data["phase"] = RunPhase(data["phase"])
         return cls(**data)
+
+
+def progress(tasks: Sequence[Task]) -> str:
+    """``done/total``: the tasks that succeeded, of all."""
+    done = sum(t.phase is TaskPhase.SUCCEEDED for t in tasks)
+    return f"{done}/{len(tasks)}"
+
+
+def started_at(tasks: Sequence[Task]) -> float:
+    """When the first of the tasks started (0 before any did)."""
+    started = [t.started_at for t in tasks if t.started_at]
+    return min(started) if started else 0.0
 
 
 def task_id(pipeline: str, step: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeorch.core.regions import CloudRegionSpec
-from pipeorch.core.runs import TERMINAL, Run, RunPhase, Task, TaskPhase
+from pipeorch.core.runs import TERMINAL, Run, RunPhase, Task, TaskPhase, progress, started_at
 from pipeorch.k8s.models import CloudRegionStatus, Condition, PipelineStatus, TaskStatus
 from pipeorch.netem.rules import latency_data
 
@@ -139,8 +139,6 @@ def task_status(task: Task) -> Manifest:
 
 def pipeline_status(run: Run, tasks: list[Task], generation: int | None = None) -> Manifest:
     """A Pipeline's status from its run: phase, progress "done/all", times, condition."""
-    done = sum(t.phase is TaskPhase.SUCCEEDED for t in tasks)
-    started = [t.started_at for t in tasks if t.started_at]
     if run.phase is RunPhase.SUCCEEDED:
         state = "True"
     elif run.phase is RunPhase.RUNNING:
@@ -149,11 +147,11 @@ def pipeline_status(run: Run, tasks: list[Task], generation: int | None = None) 
         state = "False"
     status = PipelineStatus(
         phase=run.phase.value,
-        progress=f"{done}/{len(tasks)}",
+        progress=progress(tasks),
         message=run.message or None,
         revision=run.revision,
         observedGeneration=generation,
-        startedAt=rfc3339(min(started)) if started else None,
+        startedAt=rfc3339(started_at(tasks)),
         finishedAt=rfc3339(run.finished_at),
         conditions=[
             succeeded(state, run.phase.value, run.message, run.finished_at or run.submitted_at)
