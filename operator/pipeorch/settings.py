@@ -97,6 +97,14 @@ class RaftTiming(BaseSettings):
         "'pysyncobj': the library's own batching, which holds writes until the next heartbeat "
         "(about append_entries_period per write); kept for comparison in the benchmarks.",
     )
+    quorum_first: bool = Field(
+        True,
+        description="The leader sends each new entry at once only to the fastest followers that "
+        "make a majority with it (one of two); the others get theirs joined, a tick_period "
+        "later. A write still commits in one round trip to the nearest follower, and the spare "
+        "follower's work per entry moves off the moment a write is answered. A quorum follower "
+        "that stops answering is replaced by a spare (see raft/pacing.py).",
+    )
     max_inflight_batches: int = Field(
         2,
         ge=1,

@@ -1,5 +1,5 @@
-"""A pysyncobj SyncObj that never truncates its log without a term conflict, and whose peer
-links never go stale.
+"""A pysyncobj SyncObj that never truncates its log without a term conflict, whose peer links
+never go stale, and whose leader sends new entries to a quorum first (``raft/pacing.py``).
 
 **Idle links.** pysyncobj drops a connection that has *received* nothing for
 ``connectionTimeout`` at the moment something is *sent* on it, and the message is lost.
@@ -37,6 +37,8 @@ from typing import Any
 from pysyncobj import SyncObj
 from pysyncobj.pickle import loads as pickle_loads
 
+from pipeorch.raft.pacing import FollowerPacing
+
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, int, int]  # (command, index, term)
@@ -44,9 +46,12 @@ KEEPALIVE = "pipeorch.keepalive"
 
 
 class GuardedSyncObj(SyncObj):  # type: ignore[misc]
-    """SyncObj whose follower side deletes log entries only on a term conflict."""
+    """SyncObj whose follower side deletes log entries only on a term conflict.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    With ``quorum_first`` the leader sends new entries at once only to the followers a
+    majority needs, and the others theirs a tick period later (see ``raft/pacing.py``)."""
+
+    def __init__(self, *args: Any, quorum_first: bool = True, **kwargs: Any) -> None:
         #: Stale AppendEntries that would have truncated the log and were neutralised.
         self.stale_appends_neutralised = 0
         #: Truncations of already-applied entries that still happened. Must stay zero.
@@ -59,10 +64,16 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self._commit_news_due = 0.0
         self.addOnTickCallback(self._send_commit_news)
         #: Log indexes of writes that followers forwarded here and wait to see committed.
-        self._forwarded: list[int] = []
+        self._forwarded: list[tuple[int, Any]] = []
+        #: Followers that forwarded a write: whatever AppendEntries tells them it committed goes
+        #: out at once, never held (they answer their callers only then).
+        self._awaiting_news: set[Any] = set()
         transport = self._SyncObj__transport
         self._library_send = transport.send
         transport.send = self._send
+        #: Which AppendEntries go out at once and which wait (None: all at once).
+        self.pacing = FollowerPacing(hold=self.conf.autoTickPeriod) if quorum_first else None
+        self.addOnTickCallback(self._pace)
 
     def is_settled_leader(self) -> bool:
         """Leads and has applied the no-op that opened its term, so its state holds every
@@ -94,16 +105,46 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
     # took a tick period longer).
 
     def _send(self, node: Any, message: dict[str, Any]) -> None:
-        if message.get("type") == "apply_command_response" and "log_idx" in message:
-            self._forwarded.append(message["log_idx"])  # the leader took a forwarded write
+        kind = message.get("type")
+        if kind == "apply_command_response" and "log_idx" in message:
+            # The leader took a forwarded write.
+            self._forwarded.append((message["log_idx"], node))
+            self._awaiting_news.add(node)
+        if kind == "append_entries" and self.pacing is not None:
+            # A new leader announces itself to every follower at once; a follower that forwarded
+            # a write hears of its commit at once (it answers its caller only then).
+            holdable = node not in self._awaiting_news and self.is_settled_leader()
+            for out in self.pacing.route(node, message, holdable):
+                self._send_append(node, out)
+            return
         self._library_send(node, message)
+
+    def _send_append(self, node: Any, message: dict[str, Any]) -> None:
+        self._library_send(node, message)
+        assert self.pacing is not None
+        self.pacing.sent(node, message)
+
+    # ---- quorum first (see raft/pacing.py) ----------------------------------------------------
+
+    def _pace(self) -> None:
+        """Each tick: settle which followers get entries at once, and send what has waited."""
+        if self.pacing is None:
+            return
+        leading = bool(self._isLeader())
+        others = self._SyncObj__otherNodes
+        connected = [n for n in others if n in self._SyncObj__connectedNodes]
+        if leading:
+            self.pacing.choose(connected, needed=(len(others) + 1) // 2)
+        for node, messages in self.pacing.due(leading, connected).items():
+            for message in messages:
+                self._send_append(node, message)
 
     def _SyncObj__applyLogEntries(self) -> bool:
         if not super()._SyncObj__applyLogEntries():
             return False
         applied = self._SyncObj__raftLastApplied
-        if self._forwarded and min(self._forwarded) <= applied:
-            self._forwarded = [i for i in self._forwarded if i > applied]
+        if self._forwarded and min(i for i, _ in self._forwarded) <= applied:
+            self._forwarded = [(i, n) for i, n in self._forwarded if i > applied]
             return True  # the library sends the news now
         if not self._commit_news_due:
             self._commit_news_due = time.monotonic() + self.conf.autoTickPeriod
@@ -112,6 +153,8 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
     def _SyncObj__sendAppendEntries(self) -> None:
         self._commit_news_due = 0.0  # whatever it sends carries the commit index
         super()._SyncObj__sendAppendEntries()
+        # Told, unless another forwarded write still waits to commit.
+        self._awaiting_news = {n for _, n in self._forwarded}
 
     def _send_commit_news(self) -> None:
         if self._commit_news_due and time.monotonic() >= self._commit_news_due:
@@ -122,9 +165,12 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
     # The library binds its transport callback to ``self.__onMessageReceived`` (name-mangled to
     # the attribute below), so overriding the mangled name routes every message through here.
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
-        if message.get("type") == KEEPALIVE:
+        kind = message.get("type")
+        if kind == KEEPALIVE:
             return  # its arrival already refreshed the link; nothing else to do
-        if message.get("type") == "append_entries" and "prevLogIdx" in message:
+        if kind == "next_node_idx" and message.get("success") and self.pacing is not None:
+            self.pacing.answered(node, message["next_node_idx"])
+        if kind == "append_entries" and "prevLogIdx" in message:
             guarded = self._guard_append_entries(node, message)
             if guarded is None:
                 return

@@ -184,6 +184,7 @@ class RaftNode:
                 self._partner_nodes(),
                 self._conf(on_loop),
                 consumers=[self._machine],
+                quorum_first=self._timing.quorum_first,
             )
         except SyncObjException as e:  # raised when the Raft address cannot be bound
             raise ConfigError(

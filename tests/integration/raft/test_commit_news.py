@@ -9,75 +9,11 @@ that the writes caused.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-from pysyncobj import SyncObjConf
-
 from pipeorch.core.state import noop_cmd
-from pipeorch.local.cluster import free_ports
-from pipeorch.raft.guard import GuardedSyncObj
-from pipeorch.raft.node import _Machine
 
-NEWS_AFTER = 0.3  # autoTickPeriod: how long the leader waits for an entry to carry the news
-
-
-class Group:
-    def __init__(self, news_after: float = NEWS_AFTER) -> None:
-        addresses = [f"127.0.0.1:{p}" for p in free_ports(3)]
-        conf = dict(
-            autoTick=False,
-            appendEntriesUseBatch=False,  # as RaftNode: each write is sent at once
-            autoTickPeriod=news_after,
-            appendEntriesPeriod=5.0,
-            raftMinTimeout=20.0,
-            raftMaxTimeout=21.0,
-            connectionTimeout=60.0,
-            connectionRetryTime=0.05,
-        )
-        self.machines = [_Machine() for _ in addresses]
-        self.objs = [
-            GuardedSyncObj(
-                me,
-                [a for a in addresses if a != me],
-                SyncObjConf(**conf),
-                consumers=[machine],
-            )
-            for me, machine in zip(addresses, self.machines, strict=True)
-        ]
-        self.leader, *self.followers = self.objs
-
-    def tick_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, "not reached in time"
-            for obj in self.objs:
-                obj.doTick(0.001)
-
-    def elect_first(self) -> None:
-        self.tick_until(lambda: all(len(o._SyncObj__connectedNodes) == 2 for o in self.objs))
-        self.leader._SyncObj__raftElectionDeadline = 0
-        self.tick_until(self.leader._isLeader)
-
-    def write(self, token: str) -> int:
-        """Commit one write on the leader; its log index."""
-        done: list[Any] = []
-        self.machines[0].apply_batch([noop_cmd(token)], callback=lambda r, e: done.append(e))
-        self.tick_until(lambda: bool(done))
-        assert done == [0]
-        return int(self.leader.raftCommitIndex)
-
-    def followers_applied(self, index: int) -> bool:
-        return all(f.raftLastApplied >= index for f in self.followers)
-
-
-@pytest.fixture
-def group() -> Iterator[Group]:
-    g = Group()
-    yield g
-    for obj in g.objs:
-        obj.destroy()
+from .conftest import NEWS_AFTER, Group
 
 
 def test_commit_index_travels_with_the_next_entry_or_after_a_tick_period(group: Group) -> None:
