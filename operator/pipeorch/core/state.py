@@ -354,8 +354,7 @@ def _assign_start(state: State, args: tuple[Any, ...]) -> list[str]:
         return []
     started = []
     for ref, region, estimate in tasks:
-        if state.runs.assign(ref, worker_id, region, now, lease, estimate):
-            state.runs.start(ref, state.runs.tasks[ref].attempt, worker_id, now, lease)
+        if state.runs.assign_and_start(ref, worker_id, region, now, lease, estimate):
             started.append(ref)
     return started
 

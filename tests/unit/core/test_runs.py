@@ -172,6 +172,27 @@ def test_start_happens_once_per_attempt():
     assert runs.tasks["p.a"].started_at == 1.5
 
 
+@pytest.mark.parametrize("retrying", [False, True])
+def test_assign_and_start_ends_as_assign_then_start(retrying: bool):
+    two_steps, one_move = Runs(), Runs()
+    steps = CHAIN.replace('outputs: [x]}', 'outputs: [x], retry: {limit: 1, backoffSeconds: 5}}')
+    for runs in (two_steps, one_move):
+        submit(runs, steps)
+        if retrying:  # a second attempt, from Retrying past its backoff
+            attempt = run_step(runs, "a")
+            runs.fail("p.a", attempt, "w1", FailureClass.APPLICATION, "boom", "", "", 2.0)
+    now = 30.0
+    assert two_steps.assign("p.a", "w2", "gcp", now, LEASE, 0.5)
+    assert two_steps.start("p.a", two_steps.tasks["p.a"].attempt, "w2", now, LEASE)
+    assert one_move.assign_and_start("p.a", "w2", "gcp", now, LEASE, 0.5)
+    assert one_move.to_dict() == two_steps.to_dict()
+    assert index_of(one_move) == index_of(two_steps)
+    assert one_move.runs["p"].revision == two_steps.runs["p"].revision
+    # And only once: Running is not assignable.
+    assert not one_move.assign_and_start("p.a", "w2", "gcp", now, LEASE, 0.5)
+    assert not one_move.assign_and_start("p.b", "w2", "gcp", now, LEASE, 0.5)  # still Pending
+
+
 def test_repeated_infrastructure_failures_back_off():
     runs = Runs()
     submit(runs, CHAIN)
