@@ -16,6 +16,7 @@ end; it must be zero. Results: bench/results/local-latency.json, and a table on 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import yaml
 
 from bench.raft_bench import applied_truncations, pct, truncation_status, write_results
@@ -84,6 +86,18 @@ def steady(cluster: LocalCluster) -> None:
     )
 
 
+def workers_on_leader(cluster: LocalCluster, leader: str) -> bool:
+    """Whether every worker talks to ``leader`` (through its own route to it). After a
+    failover a worker may go on through a follower, which forwards its writes, for up to its
+    leader-search interval: correct, but not the steady state this bench measures."""
+    for worker in cluster.workers.values():
+        routes = [worker.argv[i + 1] for i, a in enumerate(worker.argv) if a == "--control-plane"]
+        expected = routes[cluster.nearest_replicas(worker.region).index(leader)]
+        if httpx.get(f"http://{worker.http}/healthz", timeout=5).json()["replica"] != expected:
+            return False
+    return True
+
+
 def failover_seconds(cluster: LocalCluster, leader: str) -> float:
     """SIGKILL ``leader``; seconds until a write through a survivor commits."""
     survivors = [n for n in cluster.replicas if n != leader]
@@ -127,6 +141,18 @@ def run_energy(client: Client, name: str) -> dict[str, float]:
     return {
         "end_to_end_s": status.finished_at - status.submitted_at,
         "steps_sum_s": sum(t.finished_at - t.started_at for t in status.tasks),
+        # Where each step ran and when, from the submission: what explains an overhead.
+        "steps": [
+            {
+                "step": t.step,
+                "worker": t.worker_id,
+                "attempt": t.attempt,
+                "ready_s": round(t.ready_at - status.submitted_at, 4),
+                "started_s": round(t.started_at - status.submitted_at, 4),
+                "finished_s": round(t.finished_at - status.submitted_at, 4),
+            }
+            for t in status.tasks
+        ],
     }
 
 
@@ -177,6 +203,8 @@ def bench(workdir: Path, args: Any) -> dict[str, Any]:
             leader = cluster.wait_for_leader()
             region = cluster.replicas[leader].region
             if region not in by_region:
+                on_leader = functools.partial(workers_on_leader, cluster, leader)
+                wait_until(on_leader, 30, what="workers on leader")
                 by_region[region] = measure_region(cluster, leader, measured_rtt, args)
                 steady(cluster)
             failovers.append(failover_seconds(cluster, leader))
