@@ -175,7 +175,7 @@ def test_start_happens_once_per_attempt():
 @pytest.mark.parametrize("retrying", [False, True])
 def test_assign_and_start_ends_as_assign_then_start(retrying: bool):
     two_steps, one_move = Runs(), Runs()
-    steps = CHAIN.replace('outputs: [x]}', 'outputs: [x], retry: {limit: 1, backoffSeconds: 5}}')
+    steps = CHAIN.replace("outputs: [x]}", "outputs: [x], retry: {limit: 1, backoffSeconds: 5}}")
     for runs in (two_steps, one_move):
         submit(runs, steps)
         if retrying:  # a second attempt, from Retrying past its backoff
