@@ -90,9 +90,9 @@ def workers_on_leader(cluster: LocalCluster, leader: str) -> bool:
     """Whether every worker talks to ``leader`` (through its own route to it). After a
     failover a worker may go on through a follower, which forwards its writes, for up to its
     leader-search interval: correct, but not the steady state this bench measures."""
+    replica = cluster.replicas[leader]
     for worker in cluster.workers.values():
-        routes = [worker.argv[i + 1] for i, a in enumerate(worker.argv) if a == "--control-plane"]
-        expected = routes[cluster.nearest_replicas(worker.region).index(leader)]
+        expected = cluster.reach(worker.region, f"{leader}-grpc", replica.grpc, replica.region)
         if httpx.get(f"http://{worker.http}/healthz", timeout=5).json()["replica"] != expected:
             return False
     return True

@@ -114,11 +114,16 @@ class Group:
     def followers_applied(self, index: int) -> bool:
         return all(f.raftLastApplied >= index for f in self.followers)
 
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for obj in self.objs:
+            obj.destroy()
+
 
 @pytest.fixture
 def group() -> Iterator[Group]:
     """A Group whose objects are destroyed after the test."""
-    g = Group()
-    yield g
-    for obj in g.objs:
-        obj.destroy()
+    with Group() as g:
+        yield g

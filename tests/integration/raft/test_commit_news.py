@@ -53,17 +53,13 @@ def test_commit_index_travels_with_the_next_entry_or_after_a_tick_period(group: 
 def test_a_write_a_follower_forwarded_is_answered_without_waiting_for_news() -> None:
     # The follower answers its caller once it knows the entry committed: the leader tells it
     # at once instead of a tick period later (here far longer than the test may take).
-    group = Group(news_after=60.0)
-    try:
+    with Group(news_after=60.0) as group:
         group.elect_first()
         done: list[Any] = []
         group.machines[1].apply_batch([noop_cmd("via f")], callback=lambda r, e: done.append(r))
         # Well before the next heartbeat (5 s), which would carry the news otherwise.
         group.tick_until(lambda: bool(done), timeout=2.0)
         assert done == [["via f"]]
-    finally:
-        for obj in group.objs:
-            obj.destroy()
 
 
 def test_a_new_leader_is_settled_once_the_first_entry_of_its_term_is_applied(group: Group) -> None:

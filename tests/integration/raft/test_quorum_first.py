@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from pipeorch.raft.pacing import FollowerPacing
+
 from .conftest import Group
 
 #: Long enough that nothing is released by time during a test, unless the test shortens it.
@@ -39,14 +41,18 @@ def settled(quorum_first: bool = True) -> Group:
 
 @pytest.fixture
 def group() -> Iterator[Group]:
-    g = settled()
-    yield g
-    for obj in g.objs:
-        obj.destroy()
+    with settled() as g:
+        yield g
 
 
-def by_address(group: Group) -> dict[str, Any]:
-    return {str(f._SyncObj__selfNode): f for f in group.followers}
+def roles(group: Group) -> tuple[FollowerPacing, dict[str, Any], str, str]:
+    """The leader's pacing, the followers by address, and which is the quorum and the spare."""
+    pacing = group.leader.pacing
+    assert pacing is not None
+    followers = {str(f._SyncObj__selfNode): f for f in group.followers}
+    (quorum,) = (str(n) for n in pacing.quorum)
+    (spare,) = (a for a in followers if a != quorum)
+    return pacing, followers, quorum, spare
 
 
 def last_index(obj: Any) -> int:
@@ -54,11 +60,7 @@ def last_index(obj: Any) -> int:
 
 
 def test_writes_commit_through_the_quorum_and_reach_the_spare_joined(group: Group) -> None:
-    leader = group.leader
-    assert leader.pacing is not None
-    (quorum,) = (str(n) for n in leader.pacing.quorum)
-    followers = by_address(group)
-    (spare,) = (a for a in followers if a != quorum)
+    pacing, followers, quorum, spare = roles(group)
 
     written = [group.write(token) for token in ("a", "b", "c")]
     # Each committed with the quorum follower alone; the spare has none of them yet.
@@ -66,7 +68,7 @@ def test_writes_commit_through_the_quorum_and_reach_the_spare_joined(group: Grou
     assert last_index(followers[spare]) < written[0]
     assert [a for a in group.appends if a[0] == spare] == []  # type: ignore[attr-defined]
 
-    leader.pacing.hold = 0.0
+    pacing.hold = 0.0
     group.tick_until(lambda: followers[spare].raftLastApplied >= written[-1])
     # The three writes' entries reached it in one message, in order.
     to_spare = [a for a in group.appends if a[0] == spare and a[1]]  # type: ignore[attr-defined]
@@ -75,27 +77,19 @@ def test_writes_commit_through_the_quorum_and_reach_the_spare_joined(group: Grou
 
 
 def test_without_quorum_first_every_follower_gets_each_entry_at_once() -> None:
-    group = settled(quorum_first=False)
-    try:
+    with settled(quorum_first=False) as group:
         index = group.write("a")
         assert sorted(i for _, i in group.appends) == [[index], [index]]  # type: ignore[attr-defined]
         assert all(last_index(f) == index for f in group.followers)
-    finally:
-        for obj in group.objs:
-            obj.destroy()
 
 
 def test_losing_the_quorum_follower_moves_the_quorum_to_the_spare(group: Group) -> None:
-    leader = group.leader
-    assert leader.pacing is not None
-    followers = by_address(group)
-    (quorum,) = (str(n) for n in leader.pacing.quorum)
-    (spare,) = (a for a in followers if a != quorum)
+    pacing, followers, quorum, spare = roles(group)
     held = group.write("before")
 
     followers[quorum].destroy()
-    group.ticking = [leader, followers[spare]]
-    group.tick_until(lambda: [str(n) for n in leader.pacing.quorum] == [spare])
+    group.ticking = [group.leader, followers[spare]]
+    group.tick_until(lambda: [str(n) for n in pacing.quorum] == [spare])
     # What was held for the spare went first, then the new write: it commits with the spare.
     index = group.write("after")
     assert followers[spare].raftLastApplied >= held
@@ -103,20 +97,17 @@ def test_losing_the_quorum_follower_moves_the_quorum_to_the_spare(group: Group) 
 
 
 def test_a_stalled_quorum_follower_gives_way_and_writes_still_commit(group: Group) -> None:
+    pacing, followers, quorum, spare = roles(group)
     leader = group.leader
-    assert leader.pacing is not None
-    followers = by_address(group)
-    (quorum,) = (str(n) for n in leader.pacing.quorum)
-    (spare,) = (a for a in followers if a != quorum)
     # The spare answers something once, so that its latency is known.
-    leader.pacing.hold = 0.0
+    pacing.hold = 0.0
     group.write("measure")
     group.tick_until(lambda: followers[spare].raftLastApplied >= last_index(leader))
 
     # The quorum follower stops working but keeps its connection: no disconnect to notice.
-    leader.pacing.hold = 0.2
+    pacing.hold = 0.2
     group.ticking = [leader, followers[spare]]
     index = group.write("stalled")
-    assert [str(n) for n in leader.pacing.quorum] == [spare]
+    assert [str(n) for n in pacing.quorum] == [spare]
     assert last_index(followers[spare]) >= index
     assert last_index(followers[quorum]) < index
