@@ -112,6 +112,8 @@ def plan(
     With ``share_of`` (worker, count), stop once that worker has ``count`` tasks: each task is
     placed in turn and never moved, so the rest of the plan cannot change that worker's share.
     """
+    if not runs.index.queue and (after is None or after.task_id not in runs.index.dependents):
+        return []  # nothing is ready, and nothing will be: no capacity to count
     capacity = _idle_capacity(runs, workers, released=after)
     free = sum(n for workers_ in capacity.values() for n in workers_.values())
     assignments: list[Assignment] = []
