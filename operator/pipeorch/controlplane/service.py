@@ -179,20 +179,26 @@ class ControlPlane:
             topology=self.topology.to_plain(),
             lease=self.task_lease,
         )
-        run, created, started = await self.node.awrite(cmd)
-        for worker_id, refs in started.items():
-            self._handed.setdefault(worker_id, []).extend(refs)
-        if started:
-            self.work.notify_threadsafe()
-            # One turn of the loop: the woken acquires hand their workers the new steps before
-            # this answer to the submitter is built.
-            await asyncio.sleep(0)
+        run, created, _ = await self.node.awrite(cmd, on_applied=self._hand_over)
         if not created and key and run.submission_key and run.submission_key != key:
             raise Conflict(
                 f"pipeline {pipeline.name!r} already exists from another submission "
                 f"(key {run.submission_key!r}); cancel or rename it"
             )
         return pipeline.name, created
+
+    def _hand_over(self, result: object) -> None:
+        """Give waiting acquires what a submission started for their workers, as soon as it is
+        applied: the workers hear of their new steps before the submitter's coroutine resumes."""
+        if not isinstance(result, tuple) or not result[2]:
+            return
+        if _running_loop() is not self.feed.loop:  # a node that ticks on a thread of its own
+            self.feed.loop.call_soon_threadsafe(self._hand_over, result)
+            return
+        started: dict[str, list[str]] = result[2]
+        for worker_id, refs in started.items():
+            self._handed.setdefault(worker_id, []).extend(refs)
+        self.work.notify_threadsafe()
 
     def get(self, name: str) -> RunView:
         return self.render(name, copy_view)

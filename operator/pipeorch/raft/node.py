@@ -299,9 +299,20 @@ class RaftNode:
         except FutureTimeout as e:
             raise Unavailable(f"write not committed within {wait:g}s", self.last_leader()) from e
 
-    async def awrite(self, command: core.Command, timeout: float | None = None) -> Any:
-        """Propose and wait without blocking the event loop."""
-        return await self._await(self.submit(command), timeout)
+    async def awrite(
+        self,
+        command: core.Command,
+        timeout: float | None = None,
+        on_applied: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Propose and wait without blocking the event loop. ``on_applied`` is called with the
+        result where the command is applied (see ``on_apply``), before the awaiting coroutine
+        resumes: for a hand-over that must not wait for that coroutine's turn of the loop."""
+        future = self.submit(command)
+        if on_applied is not None:
+            callback = on_applied
+            future.add_done_callback(lambda done: _succeeded(done) and callback(done.result()))
+        return await self._await(future, timeout)
 
     async def awrite_all(
         self, commands: list[core.Command], timeout: float | None = None
@@ -446,6 +457,10 @@ class RaftNode:
         self._syncobj.destroy()
         if self._ticker is not None:
             self._ticker.close()
+
+
+def _succeeded(done: Future[Any]) -> bool:
+    return not done.cancelled() and done.exception() is None
 
 
 def _checked_size(command: core.Command) -> int:

@@ -102,6 +102,47 @@ async def test_a_future_resolved_on_any_thread_reaches_its_waiter_on_the_loop(
         await waiter
 
 
+async def test_on_applied_runs_before_the_writer_resumes(nodes) -> None:
+    # What it is for: a coroutine that the callback wakes runs before the writer does (a
+    # submission hands its first steps to waiting workers before its own answer is built).
+    leader = await leader_of(nodes)
+    woken = asyncio.Event()
+    order: list[str] = []
+
+    async def woken_by_the_callback() -> None:
+        await woken.wait()
+        order.append("woken")
+
+    waiter = asyncio.create_task(woken_by_the_callback())
+    await asyncio.sleep(0)
+    seen: list[tuple[object, int]] = []
+
+    def applied(result: object) -> None:
+        seen.append((result, threading.get_ident()))
+        woken.set()
+
+    assert await leader.awrite(noop_cmd("handed"), on_applied=applied) == "handed"
+    order.append("writer")
+    await waiter
+    assert order == ["woken", "writer"]
+    assert seen == [("handed", threading.get_ident())]  # the result, on the loop's thread
+
+
+async def test_on_applied_is_not_called_for_a_write_that_failed(nodes) -> None:
+    leader = await leader_of(nodes)
+    for node in nodes.values():
+        if node is not leader:
+            node.destroy()
+    deadline = time.monotonic() + 10
+    while leader.status().is_leader and any(p.connected for p in leader.status().peers):
+        assert time.monotonic() < deadline, "the leader still sees its followers"
+        await asyncio.sleep(0.02)
+    called: list[object] = []
+    with pytest.raises(Unavailable):
+        await leader.awrite(noop_cmd("lost"), timeout=1.0, on_applied=called.append)
+    assert called == []
+
+
 async def test_a_coroutine_of_another_loop_can_write(nodes) -> None:
     # The operator runs kopf on a loop of its own, in a thread, and submits from there.
     leader = await leader_of(nodes)
