@@ -190,12 +190,14 @@ class ControlPlane:
     def _hand_over(self, result: object) -> None:
         """Give waiting acquires what a submission started for their workers, as soon as it is
         applied: the workers hear of their new steps before the submitter's coroutine resumes."""
-        if not isinstance(result, tuple) or not result[2]:
+        if not isinstance(result, tuple):
+            return  # Rejected: the submission raises it
+        _, _, started = result
+        if not started:
             return
         if _running_loop() is not self.feed.loop:  # a node that ticks on a thread of its own
             self.feed.loop.call_soon_threadsafe(self._hand_over, result)
             return
-        started: dict[str, list[str]] = result[2]
         for worker_id, refs in started.items():
             self._handed.setdefault(worker_id, []).extend(refs)
         self.work.notify_threadsafe()

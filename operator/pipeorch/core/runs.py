@@ -338,15 +338,7 @@ class Runs:
         self, task_ref: str, worker_id: str, region: str, now: float, lease: float, estimate: float
     ) -> bool:
         """Ready (or Retrying past its backoff) -> Scheduled on ``worker_id``."""
-        task = self.tasks.get(task_ref)
-        if task is None or not self.is_assignable(task, now):
-            return False
-        self._set_phase(task, TaskPhase.SCHEDULED, worker_id=worker_id, region=region)
-        task.attempt += 1
-        task.scheduled_at, task.lease_expires_at = now, now + lease
-        task.estimated_transfer_seconds = estimate
-        task.message = ""
-        return True
+        return self._assign(task_ref, TaskPhase.SCHEDULED, worker_id, region, now, lease, estimate)
 
     def assign_and_start(
         self, task_ref: str, worker_id: str, region: str, now: float, lease: float, estimate: float
@@ -354,16 +346,29 @@ class Runs:
         """``assign`` and at once ``start``: Ready (or Retrying) -> Running in one move of the
         index, where the two steps would move it twice (a fan-out's every step takes it). The
         task ends exactly as the two would leave it, its revision moved by two."""
+        return self._assign(task_ref, TaskPhase.RUNNING, worker_id, region, now, lease, estimate)
+
+    def _assign(
+        self,
+        task_ref: str,
+        phase: TaskPhase,
+        worker_id: str,
+        region: str,
+        now: float,
+        lease: float,
+        estimate: float,
+    ) -> bool:
         task = self.tasks.get(task_ref)
         if task is None or not self.is_assignable(task, now):
             return False
-        self._set_phase(task, TaskPhase.RUNNING, worker_id=worker_id, region=region)
-        self.runs[task.pipeline].revision += 1  # the Scheduled step's
+        self._set_phase(task, phase, worker_id=worker_id, region=region)
         task.attempt += 1
-        task.scheduled_at = task.started_at = now
-        task.lease_expires_at = now + lease
+        task.scheduled_at, task.lease_expires_at = now, now + lease
         task.estimated_transfer_seconds = estimate
         task.message = ""
+        if phase is TaskPhase.RUNNING:
+            self.runs[task.pipeline].revision += 1  # the Scheduled step's, moved past at once
+            task.started_at = now
         return True
 
     def is_assignable(self, task: Task, now: float) -> bool:

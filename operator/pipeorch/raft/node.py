@@ -8,6 +8,7 @@ applied here. Everything pysyncobj-specific stays in this package.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import pickle
 import threading
@@ -310,8 +311,7 @@ class RaftNode:
         resumes: for a hand-over that must not wait for that coroutine's turn of the loop."""
         future = self.submit(command)
         if on_applied is not None:
-            callback = on_applied
-            future.add_done_callback(lambda done: _succeeded(done) and callback(done.result()))
+            future.add_done_callback(functools.partial(_call_if_applied, on_applied))
         return await self._await(future, timeout)
 
     async def awrite_all(
@@ -459,8 +459,9 @@ class RaftNode:
             self._ticker.close()
 
 
-def _succeeded(done: Future[Any]) -> bool:
-    return not done.cancelled() and done.exception() is None
+def _call_if_applied(callback: Callable[[Any], None], done: Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        callback(done.result())
 
 
 def _checked_size(command: core.Command) -> int:
