@@ -369,6 +369,7 @@ class WorkerAgent:
                 started_at=result.started_at,
                 finished_at=result.finished_at,
                 take_next=1,
+                received_at=attempt.received_at,
             )
         else:
             request = pb.FailTaskRequest(
@@ -477,4 +478,5 @@ def attempt_from_pb(task: pb.TaskAssignment) -> Attempt:
         outputs=list(task.outputs),
         timeout=task.timeout_seconds or 3600.0,
         output_prefix=task.output_prefix,
+        received_at=time.time(),
     )

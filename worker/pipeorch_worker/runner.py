@@ -56,6 +56,8 @@ class Attempt:
     output_prefix: str
     #: ``params`` as the control plane sent them (sorted JSON): the step's PIPEORCH_PARAMS.
     params_json: str = ""
+    #: When this worker received the attempt (unix seconds), reported with its completion.
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True)

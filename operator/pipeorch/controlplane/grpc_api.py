@@ -225,6 +225,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     request.log_key,
                     request.log_tail,
                     min(request.take_next, MAX_TAKE_NEXT),
+                    request.received_at,
                 )
             )
         answers = []

@@ -57,6 +57,8 @@ class Completion:
     log_tail: str = ""
     #: Tasks the worker takes with the answer (the slot this attempt freed).
     take_next: int = 0
+    #: When the worker received the attempt, by its clock (0: it did not say).
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +340,7 @@ class ControlPlane:
                 now,
                 plan,
                 self.task_lease,
+                received_at=r.received_at,
             )
             for r, plan in zip(reports, plans, strict=True)
         ]

@@ -101,6 +101,8 @@ def _fill_task(status: pb.TaskStatus, task: Task) -> None:
     status.scheduled_at = task.scheduled_at
     status.started_at = task.started_at
     status.finished_at = task.finished_at
+    if task.received_at:
+        status.received_at = task.received_at
     if task.message:
         status.message = task.message
     if task.failure_class:

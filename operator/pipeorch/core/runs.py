@@ -111,6 +111,9 @@ class Task:
     scheduled_at: float = 0.0
     lease_expires_at: float = 0.0
     started_at: float = 0.0
+    #: When the worker that completed the attempt received it, by the worker's clock (0 when
+    #: it did not say): ``ready_at`` to this is what scheduling cost the task.
+    received_at: float = 0.0
     finished_at: float = 0.0
     message: str = ""
     failure_class: str = ""
@@ -410,11 +413,13 @@ class Runs:
         log_key: str,
         log_tail: str,
         now: float,
+        received_at: float = 0.0,
     ) -> Outcome:
         task = self._reported(task_ref, attempt, worker_id)
         if isinstance(task, Outcome):
             return task
         task.outputs, task.log_key, task.log_tail = outputs, log_key, log_tail
+        task.received_at = received_at
         if not task.started_at:
             task.started_at = task.scheduled_at
         self._finish(task, TaskPhase.SUCCEEDED, now, "")

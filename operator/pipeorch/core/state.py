@@ -209,11 +209,13 @@ def complete_and_continue_cmd(
     now: float,
     follow_ups: list[tuple[str, str, float]],
     lease: float,
+    received_at: float = 0.0,
 ) -> Command:
     """Complete a task and start ``follow_ups`` (task id, region, estimated transfer seconds)
-    on the same worker, in one entry: a step of a chain then costs one commit, not three."""
+    on the same worker, in one entry: a step of a chain then costs one commit, not three.
+    ``received_at``: when the worker received the attempt, by its clock (0: unknown)."""
     args = (task_ref, attempt, worker_id, outputs, log_key, log_tail, now, follow_ups, lease)
-    return ("task.complete/2", args)
+    return ("task.complete/3", (*args, received_at))
 
 
 def fail_task_cmd(
@@ -335,11 +337,18 @@ def _complete(state: State, args: tuple[Any, ...]) -> Outcome:
     return state.runs.complete(ref, attempt, worker_id, artifacts, log_key, log_tail, now)
 
 
+def _complete_and_continue_v2(state: State, args: tuple[Any, ...]) -> tuple[Outcome, list[str]]:
+    return _complete_and_continue(state, (*args, 0.0))
+
+
 def _complete_and_continue(state: State, args: tuple[Any, ...]) -> tuple[Outcome, list[str]]:
     """The completion, then each follow-up that is still assignable: Scheduled and at once
     Running on the worker that reported (which is online: it just spoke)."""
-    ref, attempt, worker_id, outputs, log_key, log_tail, now, follow_ups, lease = args
-    outcome = _complete(state, (ref, attempt, worker_id, outputs, log_key, log_tail, now))
+    ref, attempt, worker_id, outputs, log_key, log_tail, now, follow_ups, lease, received = args
+    artifacts = [Artifact.from_dict(o) for o in outputs]
+    outcome = state.runs.complete(
+        ref, attempt, worker_id, artifacts, log_key, log_tail, now, received_at=received
+    )
     if not outcome.accepted:
         return outcome, []
     return outcome, _assign_start(state, (worker_id, follow_ups, now, lease))
@@ -393,7 +402,8 @@ _HANDLERS: dict[str, Callable[[State, tuple[Any, ...]], Any]] = {
     "task.assign/1": _assign,
     "task.start/1": _start,
     "task.complete/1": _complete,
-    "task.complete/2": _complete_and_continue,
+    "task.complete/2": _complete_and_continue_v2,
+    "task.complete/3": _complete_and_continue,
     "task.assign_start/1": _assign_start,
     "task.fail/1": _fail,
     "task.expire/1": _expire,

@@ -462,6 +462,7 @@ class CompleteTaskRequest(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     TAKE_NEXT_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     log_key: _builtins.str
     """Where the full stdout/stderr are kept, and their tails for status."""
@@ -472,6 +473,10 @@ class CompleteTaskRequest(_message.Message):
     """How many more tasks the worker takes with the answer (the slot this one freed): the
     control plane may start them in the same commit as the completion, so the next step of
     a chain costs no scheduling round.
+    """
+    received_at: _builtins.float
+    """When the worker received the attempt (unix seconds, the worker's clock): the task's
+    ready_at to this is the scheduling overhead, the commit and the hand-over included.
     """
     @_builtins.property
     def task(self) -> Global___TaskRef: ...
@@ -488,10 +493,11 @@ class CompleteTaskRequest(_message.Message):
         started_at: _builtins.float = ...,
         finished_at: _builtins.float = ...,
         take_next: _builtins.int = ...,
+        received_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "log_key", b"log_key", "log_tail", b"log_tail", "outputs", b"outputs", "started_at", b"started_at", "take_next", b"take_next", "task", b"task", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "log_key", b"log_key", "log_tail", b"log_tail", "outputs", b"outputs", "received_at", b"received_at", "started_at", b"started_at", "take_next", b"take_next", "task", b"task", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -731,6 +737,7 @@ class TaskStatus(_message.Message):
     INFRA_FAILURES_FIELD_NUMBER: _builtins.int
     SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     READY_AT_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     pipeline: _builtins.str
     step: _builtins.str
@@ -749,6 +756,8 @@ class TaskStatus(_message.Message):
     infra_failures: _builtins.int
     scheduled_at: _builtins.float
     ready_at: _builtins.float
+    received_at: _builtins.float
+    """When the worker that completed the attempt received it (its own clock); 0 if unknown."""
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArtifactRef]: ...
     def __init__(
@@ -773,10 +782,11 @@ class TaskStatus(_message.Message):
         infra_failures: _builtins.int = ...,
         scheduled_at: _builtins.float = ...,
         ready_at: _builtins.float = ...,
+        received_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_failures", b"app_failures", "attempt", b"attempt", "estimated_transfer_seconds", b"estimated_transfer_seconds", "failure_class", b"failure_class", "finished_at", b"finished_at", "infra_failures", b"infra_failures", "log_key", b"log_key", "log_tail", b"log_tail", "message", b"message", "outputs", b"outputs", "phase", b"phase", "pipeline", b"pipeline", "ready_at", b"ready_at", "region", b"region", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "step", b"step", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_failures", b"app_failures", "attempt", b"attempt", "estimated_transfer_seconds", b"estimated_transfer_seconds", "failure_class", b"failure_class", "finished_at", b"finished_at", "infra_failures", b"infra_failures", "log_key", b"log_key", "log_tail", b"log_tail", "message", b"message", "outputs", b"outputs", "phase", b"phase", "pipeline", b"pipeline", "ready_at", b"ready_at", "received_at", b"received_at", "region", b"region", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "step", b"step", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

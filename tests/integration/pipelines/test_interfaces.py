@@ -134,6 +134,10 @@ def test_waiting_workers_get_a_new_pipelines_first_steps_in_the_submit_commit(
     # Ready and running in the same commit: the submission's own.
     assert first.started_at == first.ready_at
     assert first.step == "one"
+    # Its worker reports when it got the task: after the commit that made it ready, before
+    # the completion (one clock on loopback).
+    for task in (first, second):
+        assert task.ready_at < task.received_at < task.finished_at
     assert second.phase == "Succeeded"
 
 

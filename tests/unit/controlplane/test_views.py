@@ -32,6 +32,7 @@ def every_field_set() -> Task:
         scheduled_at=2.0,
         lease_expires_at=12.0,
         started_at=2.5,
+        received_at=2.6,
         finished_at=3.0,
         message="exit code 1: boom",
         failure_class=FailureClass.APPLICATION.value,

@@ -113,6 +113,29 @@ def test_a_follow_up_taken_meanwhile_is_skipped_and_a_stale_completion_starts_no
     assert started == []
 
 
+def test_a_completion_records_when_its_worker_received_the_attempt():
+    state = new_state()
+    submit(state, CHAIN)
+    take(state, "aws-1", now=1.0)
+    cmd = core.complete_and_continue_cmd(
+        "p.a", 1, "aws-1", [], "", "", 2.0, [], LEASE, received_at=1.25
+    )
+    core.apply_command(state, cmd)
+    task = state.runs.tasks["p.a"]
+    assert (task.phase, task.ready_at, task.received_at) == (TaskPhase.SUCCEEDED, 0.0, 1.25)
+
+
+def test_a_completion_written_before_receipt_times_were_reported_replays_as_it_applied():
+    state = new_state()
+    submit(state, CHAIN)
+    take(state, "aws-1", now=1.0)
+    old = ("task.complete/2", ("p.a", 1, "aws-1", [], "", "", 2.0, [("p.b", "aws", 0.0)], LEASE))
+    outcome, started = core.apply_command(state, old)
+    assert outcome.accepted
+    assert started == ["p.b"]
+    assert state.runs.tasks["p.a"].received_at == 0.0
+
+
 def test_an_offline_worker_is_handed_nothing():
     state = new_state()
     submit(state, CHAIN)
