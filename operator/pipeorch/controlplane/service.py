@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -78,11 +78,16 @@ class Work:
 
 
 class ChangeFeed:
-    """Wakes asyncio waiters after every applied batch (fed from wherever Raft ticks)."""
+    """Wakes asyncio waiters after every applied batch (fed from wherever Raft ticks).
+
+    A waiter may also name a key (a worker's id): ``notify_keys`` then wakes only the waiters
+    of those keys, where a change concerns a few of them (a submission handing its first steps
+    to some workers) and waking the others would only make them look and wait again."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._event = asyncio.Event()
+        self._keyed: dict[str, asyncio.Event] = {}
         self.version = 0
 
     def notify_threadsafe(self) -> None:
@@ -93,20 +98,34 @@ class ChangeFeed:
         else:
             self.loop.call_soon_threadsafe(self._bump)
 
+    def notify_keys(self, keys: Iterable[str]) -> None:
+        """Wake only the waiters that named one of ``keys``; on the loop's thread. The version
+        stays: a keyed waiter must find its news itself once woken (see ``wait``)."""
+        for key in keys:
+            event = self._keyed.pop(key, None)
+            if event is not None:
+                event.set()
+
     def _bump(self) -> None:
         self.version += 1
         self._event.set()
         self._event = asyncio.Event()
+        keyed, self._keyed = self._keyed, {}
+        for event in keyed.values():
+            event.set()
 
-    async def wait(self, seen: int, timeout: float) -> None:
-        """Return once the version moved past ``seen``, or after ``timeout`` seconds."""
+    async def wait(self, seen: int, timeout: float, key: str | None = None) -> None:
+        """Return once the version moved past ``seen``, after ``timeout`` seconds, or (with a
+        ``key``) once ``notify_keys`` named it. A keyed notice with no waiter parked is
+        dropped, so its sender leaves the news where the waiter looks before it parks."""
         if self.version != seen or timeout <= 0:
             return
+        event = self._event if key is None else self._keyed.setdefault(key, asyncio.Event())
         # asyncio.timeout, not wait_for: no task of its own, so a set event resumes the waiter
         # on the loop's next turn.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._event.wait()
+                await event.wait()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -202,7 +221,7 @@ class ControlPlane:
             return
         for worker_id, refs in started.items():
             self._handed.setdefault(worker_id, []).extend(refs)
-        self.work.notify_threadsafe()
+        self.work.notify_keys(started)
 
     def get(self, name: str) -> RunView:
         return self.render(name, copy_view)
@@ -306,7 +325,7 @@ class ControlPlane:
             # Changes wake it; the tick covers retries whose backoff ends with no change.
             self.waiting[worker_id] = count
             try:
-                await self.work.wait(seen, min(remaining, self.tick))
+                await self.work.wait(seen, min(remaining, self.tick), key=worker_id)
             finally:
                 self.waiting.pop(worker_id, None)
 
