@@ -149,6 +149,8 @@ def run_energy(client: Client, name: str) -> dict[str, float]:
                 "attempt": t.attempt,
                 "ready_s": round(t.ready_at - status.submitted_at, 4),
                 "started_s": round(t.started_at - status.submitted_at, 4),
+                # When its worker got it: after the commit, and the trip from the leader.
+                "received_s": round(t.received_at - status.submitted_at, 4),
                 "finished_s": round(t.finished_at - status.submitted_at, 4),
             }
             for t in status.tasks
