@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -66,6 +67,14 @@ def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise AssertionError("unreachable: abort raises") from e
 
     return wrapper
+
+
+def _time(field: str, value: float) -> float:
+    """A time a worker reports (unix seconds; 0 when it has none). It is kept in the replicated
+    state and shown as JSON, where NaN or infinity would break every reader."""
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInput(field, f"must be unix seconds (or 0), not {value!r}")
+    return value
 
 
 def _ref(request_task: pb.TaskRef) -> tuple[str, int]:
@@ -225,7 +234,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     request.log_key,
                     request.log_tail,
                     min(request.take_next, MAX_TAKE_NEXT),
-                    request.received_at,
+                    _time("received_at", request.received_at),
                 )
             )
         answers = []

@@ -1,7 +1,13 @@
 """Completions reported together (CompleteTasks) on three real replicas: one commit for the
-lot, each answered in order with its own next task, a duplicate ignored."""
+lot, each answered in order with its own next task, a duplicate ignored, a malformed one
+refused."""
 
 from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
 
 from pipeorch.local.cluster import LocalCluster
 from pipeorch.v1 import pipeorch_pb2 as pb
@@ -62,3 +68,32 @@ def test_completions_of_two_workers_in_one_call_each_get_their_own_next_task(
     assert [r.accepted for r in final.results] == [True, True]
     status = ctl.GetPipeline(pb.GetPipelineRequest(name="four"))
     assert (status.phase, status.progress) == ("Succeeded", "4/4")
+
+
+@pytest.mark.parametrize("received_at", [float("nan"), float("inf"), -1.0])
+def test_a_completion_with_a_receipt_time_that_is_not_a_time_is_refused_whole(
+    cluster: LocalCluster, stubs, control, received_at: float
+):
+    leader = cluster.wait_for_leader()
+    worker, ctl = stubs[leader], control[leader]
+    worker.Register(
+        pb.RegisterRequest(worker_id="w1", region="aws", heartbeat_interval_seconds=30, slots=1),
+        timeout=5,
+    )
+    ctl.SubmitPipeline(pb.SubmitPipelineRequest(manifest=noop_manifest("one", ["a"])))
+    task = worker.AcquireTask(
+        pb.AcquireTaskRequest(worker_id="w1", wait_seconds=5, max_tasks=1), timeout=10
+    ).task
+    bad = done("w1", task)
+    bad.received_at = received_at
+    with pytest.raises(grpc.RpcError) as error:
+        worker.CompleteTasks(pb.CompleteTasksRequest(completions=[bad]), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("received_at:")
+    (status,) = ctl.GetPipeline(pb.GetPipelineRequest(name="one")).tasks
+    assert status.phase == "Running"  # nothing of it was recorded
+
+    fine = done("w1", task)
+    fine.received_at = time.time()
+    (answer,) = worker.CompleteTasks(pb.CompleteTasksRequest(completions=[fine])).results
+    assert answer.accepted
