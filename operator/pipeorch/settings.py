@@ -52,7 +52,8 @@ class RaftTiming(BaseSettings):
         1.0,
         description="Shortest election timeout in seconds: a follower that hears nothing from "
         "the leader for this long (plus a random share of max-min) starts an election. Must "
-        "exceed 3 heartbeat periods and several worst round trips (125 ms by default).",
+        "exceed 3 heartbeat periods and several worst round trips (125 ms by default): a "
+        "candidate waits (1 + its rank among the members) x min_timeout/4 for its votes.",
     )
     max_timeout: float = Field(
         2.0, description="Longest election timeout in seconds; the spread avoids split votes."
