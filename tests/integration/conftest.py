@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from pipeorch.local.cluster import LocalCluster, wait_until
+from pipeorch.local.cluster import LOOPBACK_TIMING, LocalCluster, wait_until
+from pipeorch.raft.node import RaftNode
+from pipeorch.settings import ControlPlaneSettings, RaftTiming
 from pipeorch.v1 import pipeorch_pb2_grpc as pb_grpc
 
 from ..conftest import failed
@@ -93,4 +97,25 @@ def noop_manifest(name: str, steps: list[str]) -> str:
             "metadata": {"name": name},
             "spec": {"steps": [{"name": s, "run": "steps:noop"} for s in steps]},
         }
+    )
+
+
+def raft_node(
+    members: dict[str, str],
+    node_id: str,
+    data: Path,
+    loop: asyncio.AbstractEventLoop | None = None,
+    **settings: Any,
+) -> RaftNode:
+    """One member at loopback timing, its data under ``data/node_id``; ``settings`` are more
+    ControlPlaneSettings fields (a password)."""
+    return RaftNode(
+        ControlPlaneSettings(
+            node_id=node_id,
+            members=members,
+            data_dir=data / node_id,
+            raft=RaftTiming(**LOOPBACK_TIMING),
+            **settings,
+        ),
+        loop=loop,
     )

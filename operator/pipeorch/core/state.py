@@ -332,9 +332,24 @@ def _assign(state: State, args: tuple[Any, ...]) -> list[bool]:
 
 
 def _complete(state: State, args: tuple[Any, ...]) -> Outcome:
-    ref, attempt, worker_id, outputs, log_key, log_tail, now = args
+    return _record_completion(state, *args)
+
+
+def _record_completion(
+    state: State,
+    ref: str,
+    attempt: int,
+    worker_id: str,
+    outputs: list[dict[str, Any]],
+    log_key: str,
+    log_tail: str,
+    now: float,
+    received_at: float = 0.0,
+) -> Outcome:
     artifacts = [Artifact.from_dict(o) for o in outputs]
-    return state.runs.complete(ref, attempt, worker_id, artifacts, log_key, log_tail, now)
+    return state.runs.complete(
+        ref, attempt, worker_id, artifacts, log_key, log_tail, now, received_at=received_at
+    )
 
 
 def _complete_and_continue_v2(state: State, args: tuple[Any, ...]) -> tuple[Outcome, list[str]]:
@@ -345,9 +360,8 @@ def _complete_and_continue(state: State, args: tuple[Any, ...]) -> tuple[Outcome
     """The completion, then each follow-up that is still assignable: Scheduled and at once
     Running on the worker that reported (which is online: it just spoke)."""
     ref, attempt, worker_id, outputs, log_key, log_tail, now, follow_ups, lease, received = args
-    artifacts = [Artifact.from_dict(o) for o in outputs]
-    outcome = state.runs.complete(
-        ref, attempt, worker_id, artifacts, log_key, log_tail, now, received_at=received
+    outcome = _record_completion(
+        state, ref, attempt, worker_id, outputs, log_key, log_tail, now, received
     )
     if not outcome.accepted:
         return outcome, []

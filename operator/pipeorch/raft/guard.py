@@ -47,7 +47,6 @@ import time
 from typing import Any
 
 from pysyncobj import SyncObj
-from pysyncobj.monotonic import monotonic as monotonic_time
 from pysyncobj.pickle import loads as pickle_loads
 from pysyncobj.syncobj import _RAFT_STATE
 
@@ -117,7 +116,8 @@ class GuardedSyncObj(SyncObj):  # type: ignore[misc]
         if term == self._candidacy_term:
             return
         self._candidacy_term = term
-        self._SyncObj__raftElectionDeadline = monotonic_time() + self.candidate_timeout()
+        # The library's clock is time.monotonic too.
+        self._SyncObj__raftElectionDeadline = time.monotonic() + self.candidate_timeout()
 
     def _send_keepalives(self) -> None:
         # Runs in a tick, like all of the library's own sends.

@@ -16,11 +16,10 @@ from pipeorch.controlplane.service import ChangeFeed, ControlPlane
 from pipeorch.core import state as core
 from pipeorch.core.placement import Topology
 from pipeorch.core.workers import Registration
-from pipeorch.local.cluster import LOOPBACK_TIMING, free_ports
+from pipeorch.local.cluster import free_ports
 from pipeorch.raft.node import RaftNode
-from pipeorch.settings import ControlPlaneSettings, RaftTiming
 
-from ..conftest import noop_manifest
+from ..conftest import noop_manifest, raft_node
 
 pytestmark = pytest.mark.anyio
 WORKERS = ("aws-w0", "aws-w1")
@@ -34,13 +33,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[RaftNode]:
     (port,) = free_ports(1)
-    settings = ControlPlaneSettings(
-        node_id="cp-0",
-        members={"cp-0": f"127.0.0.1:{port}"},
-        data_dir=tmp_path / "cp-0",
-        raft=RaftTiming(**LOOPBACK_TIMING),
-    )
-    raft = RaftNode(settings, loop=asyncio.get_running_loop())
+    raft = raft_node({"cp-0": f"127.0.0.1:{port}"}, "cp-0", tmp_path, asyncio.get_running_loop())
     try:
         deadline = time.monotonic() + 20
         while not (raft.is_leader() and raft.is_caught_up()):

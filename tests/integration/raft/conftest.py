@@ -12,10 +12,11 @@ import pytest
 from pysyncobj import SyncObjConf
 
 from pipeorch.core.state import noop_cmd
-from pipeorch.local.cluster import LOOPBACK_TIMING, free_ports
+from pipeorch.local.cluster import free_ports
 from pipeorch.raft.guard import GuardedSyncObj
 from pipeorch.raft.node import RaftNode, _Machine
-from pipeorch.settings import ControlPlaneSettings, RaftTiming
+
+from ..conftest import raft_node
 
 
 def three_nodes(data: Path, loop: asyncio.AbstractEventLoop | None = None) -> dict[str, RaftNode]:
@@ -27,27 +28,6 @@ def three_nodes(data: Path, loop: asyncio.AbstractEventLoop | None = None) -> di
 def three_members() -> dict[str, str]:
     """cp-0..cp-2 on free loopback ports."""
     return {f"cp-{i}": f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
-
-
-def raft_node(
-    members: dict[str, str],
-    node_id: str,
-    data: Path,
-    loop: asyncio.AbstractEventLoop | None = None,
-    **settings: Any,
-) -> RaftNode:
-    """One member at loopback timing, its data under ``data/node_id``; ``settings`` are more
-    ControlPlaneSettings fields (a password)."""
-    return RaftNode(
-        ControlPlaneSettings(
-            node_id=node_id,
-            members=members,
-            data_dir=data / node_id,
-            raft=RaftTiming(**LOOPBACK_TIMING),
-            **settings,
-        ),
-        loop=loop,
-    )
 
 
 def the_leader(nodes: dict[str, RaftNode]) -> RaftNode | None:
